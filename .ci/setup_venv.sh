@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Creates the virtual environment and installs jvision with its test extra.
+# Usage: setup_venv.sh PYTHON VENV
+set -euo pipefail
+python=${1:-python3}
+venv=${2:-.venv}
+
+if ! command -v "$python" >/dev/null; then
+  echo "setup: $python not found; install Python >= 3.10 (apt-get install python3 python3-venv)" >&2
+  exit 1
+fi
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+  echo "setup: jvision needs Python >= 3.10, $python is $("$python" --version)" >&2
+  exit 1
+fi
+if [ ! -x "$venv/bin/python" ]; then
+  if ! "$python" -m venv "$venv" 2>/dev/null; then
+    rm -rf "$venv"
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "setup: installing python3-venv"
+      apt-get update -qq && apt-get install -y -qq python3-venv
+      "$python" -m venv "$venv"
+    else
+      echo "setup: '$python -m venv' failed; run: sudo apt-get install python3-venv" >&2
+      exit 1
+    fi
+  fi
+fi
+echo "setup: installing jvision and its dependencies into $venv"
+"$venv/bin/python" -m pip install -q --upgrade pip
+"$venv/bin/python" -m pip install -q -e '.[test]'

@@ -1,0 +1,134 @@
+"""Images/s of the bare jitted train step and of the full trainer.
+
+    python -m benchmarks.throughput [--models=cnn,resnet18] [--steps=N]
+
+Bare step: `supervised.train_step` (with its on-device augmentation) on one
+device-resident batch, timed step by step with block_until_ready; median of
+`--steps` steps after 3 warm-up steps. Full trainer: `train_and_evaluate`
+on CIFAR-10 (q75) with the data pipeline, logging every 5 steps and async
+checkpoints every 20; the median of its logged images/s over the intervals
+after the first (which holds compilation). Overhead = 1 - trainer / bare.
+Results: benchmarks/results/throughput.json.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import statistics
+import tempfile
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from benchmarks import common
+from jvision import models, optim, parallel
+from jvision.data import augment
+from jvision.train import defaults, supervised
+
+_MODELS = flags.DEFINE_list("models", ["cnn", "resnet18"], "Models to time.")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per measurement.")
+_TRAINER_STEPS = flags.DEFINE_integer(
+  "trainer_steps", 0, "Trainer steps (0: 5 x --steps + 5)."
+)
+
+BATCH = {"cnn": 256, "resnet18": 128}
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def config_for(model: str, steps: int):
+  config = defaults.supervised_config()
+  config.data.name = "cifar10"
+  config.data.mean, config.data.std = MEAN, STD
+  config.model.name = model
+  config.batch_size = BATCH[model]
+  config.num_train_steps = steps
+  config.log_every_steps = 5
+  config.eval_every_steps = 0
+  config.checkpoint_every_steps = 20
+  config.progress_bar = False
+  return config
+
+
+def bare_step_times(model_name: str, steps: int) -> list[float]:
+  """Seconds per step of the compiled supervised step, one device batch."""
+  config = config_for(model_name, steps)
+  model = models.create_model(model_name, num_classes=10)
+  lr_fn = optim.create_learning_rate_fn(
+    base_learning_rate=0.1, num_train_steps=1000, warmup_steps=0
+  )
+  state = supervised.create_train_state(
+    config, model, image_shape=(32, 32, 3), learning_rate_fn=lr_fn
+  )
+  step = functools.partial(
+    supervised.train_step,
+    learning_rate_fn=lr_fn,
+    preprocess=functools.partial(
+      augment.train_preprocess, mean=MEAN, std=STD, crop_padding=4, flip=True
+    ),
+    label_smoothing=0.0,
+  )
+  mesh = parallel.create_mesh()
+  p_step = parallel.jit_data_parallel(step, mesh, donate_state=True)
+  rng = np.random.default_rng(0)
+  batch = parallel.shard_batch(
+    {
+      "image": rng.integers(0, 256, (BATCH[model_name], 32, 32, 3), np.uint8),
+      "label": rng.integers(0, 10, (BATCH[model_name],), np.int32),
+    },
+    mesh,
+  )
+  state = parallel.replicate(state, mesh)
+  times = []
+  for i in range(steps + 3):
+    start = time.perf_counter()
+    state, metrics = p_step(state, batch)
+    jax.block_until_ready(metrics)
+    if i >= 3:
+      times.append(time.perf_counter() - start)
+  return times
+
+
+def trainer_images_per_sec(model_name: str, steps: int) -> list[float]:
+  """Logged images/s of the full trainer per 5-step interval (not the 1st)."""
+  with tempfile.TemporaryDirectory() as workdir:
+    supervised.train_and_evaluate(config_for(model_name, steps), workdir)
+    with open(f"{workdir}/metrics.jsonl") as f:
+      records = [json.loads(line) for line in f]
+  rates = [r["images_per_sec"] for r in records if r["split"] == "train"]
+  return rates[1:]
+
+
+def main(argv):
+  del argv
+  results = {}
+  for name in _MODELS.value:
+    times = bare_step_times(name, _STEPS.value)
+    bare = BATCH[name] / statistics.median(times)
+    trainer_steps = _TRAINER_STEPS.value or 5 * _STEPS.value + 5
+    rates = trainer_images_per_sec(name, trainer_steps)
+    trainer = statistics.median(rates)
+    results[name] = {
+      "batch_size": BATCH[name],
+      "image_shape": [32, 32, 3],
+      "bare_step_images_per_sec": bare,
+      "bare_step_seconds": times,
+      "trainer_images_per_sec": trainer,
+      "trainer_interval_images_per_sec": rates,
+      "trainer_overhead": 1 - trainer / bare,
+      "method": (
+        f"bare: median of {len(times)} steps after 3 warm-up; trainer: "
+        f"median of {len(rates)} 5-step intervals after the first"
+      ),
+    }
+    print(
+      f"{name}: bare {bare:.0f} img/s, trainer {trainer:.0f} img/s, "
+      f"overhead {100 * (1 - trainer / bare):.1f}%"
+    )
+  print("saved", common.save("throughput", results))
+
+
+if __name__ == "__main__":
+  app.run(main)

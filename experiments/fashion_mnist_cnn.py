@@ -1,0 +1,53 @@
+"""The seed CNN on Fashion-MNIST.
+
+    jvision train --config=experiments/fashion_mnist_cnn.py \
+        --workdir=workdirs/fmnist_cnn
+
+The classic CIFAR-10 tutorial network (conv 5x5x6 - pool - conv 5x5x16 -
+pool - 120 - 84 - 10; 44,426 parameters on 28x28x1) trained with SGD and
+cosine decay, random 2-pixel shifts and horizontal flips.
+
+Measured (2-core CPU, see benchmarks/results/accuracy.json): filled in by
+benchmarks/accuracy.py.
+
+Arguments: "demo" is the `jvision demo` run; "runlocal" a one-minute check.
+"""
+
+from jvision.train import defaults
+
+
+def get_config(arg: str | None = None):
+  config = defaults.supervised_config()
+  config.data.name = "fashion_mnist"
+  config.data.mean = (0.286,)  # Fashion-MNIST train split, [0, 1] units
+  config.data.std = (0.353,)
+  config.model.name = "cnn"
+  config.batch_size = 128
+  epochs = 30
+  steps_per_epoch = 60_000 // config.batch_size
+  config.num_train_steps = epochs * steps_per_epoch
+  config.augment.crop_padding = 2
+  config.augment.flip = True
+  config.optimizer.name = "sgd"
+  config.optimizer.learning_rate = 0.05
+  config.optimizer.momentum = 0.9
+  config.optimizer.nesterov = True
+  config.optimizer.weight_decay = 5e-4
+  config.optimizer.warmup_steps = steps_per_epoch
+  config.log_every_steps = 100
+  config.eval_every_steps = 5 * steps_per_epoch
+  config.checkpoint_every_steps = 5 * steps_per_epoch
+  if arg == "demo":
+    epochs = 10
+    config.num_train_steps = epochs * steps_per_epoch
+    config.eval_every_steps = 2 * steps_per_epoch
+    config.checkpoint_every_steps = 2 * steps_per_epoch
+  elif arg == "runlocal":
+    config.num_train_steps = 200
+    config.eval_every_steps = 100
+    config.checkpoint_every_steps = 100
+    config.log_every_steps = 20
+    config.optimizer.warmup_steps = 20
+  elif arg:
+    raise ValueError(f"unknown argument {arg!r}; use demo or runlocal")
+  return config

@@ -1,0 +1,153 @@
+"""The `jvision` command: parses flags and calls the library, nothing else.
+
+    jvision train   --config=experiments/X.py[:ARGS] --workdir=DIR
+                    [--config.KEY=VALUE ...]
+    jvision eval    --workdir=DIR [--split=test]
+    jvision demo    [--workdir=DIR]
+
+The logic lives in importable modules: `jvision.train` (trainers),
+`jvision.evaluate` (metrics and reports), `jvision.demo`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging as std_logging
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+  "config",
+  None,
+  "Experiment config file: experiments/X.py[:ARG].",
+  lock_config=True,
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
+_SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate.")
+
+COMMANDS = ("train", "eval", "demo")
+PLANNED = ("audit", "predict", "export", "search")
+
+
+def _train(argv):
+  from jvision import train
+
+  config = _CONFIG.value
+  if config is None:
+    raise app.UsageError("train needs --config=experiments/X.py")
+  _require_workdir("train")
+  result = train.get_trainer(config.trainer)(config, _WORKDIR.value)
+  print(f"trained {_WORKDIR.value} from {result['source']}: {result['eval']}")
+
+
+def _eval(argv):
+  from jvision.evaluate import workdir
+
+  _require_workdir("eval")
+  report = workdir.evaluate_workdir(_WORKDIR.value, _SPLIT.value)
+  print(
+    f"{_WORKDIR.value} on {_SPLIT.value}: accuracy "
+    f"{report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}; "
+    f"report in {_WORKDIR.value}/eval/"
+  )
+
+
+def _demo(argv):
+  from jvision import demo
+
+  demo.run_demo(_WORKDIR.value or "workdirs/demo")
+
+
+def _require_workdir(command: str):
+  if not _WORKDIR.value:
+    raise app.UsageError(f"{command} needs --workdir=DIR")
+
+
+def main(argv):
+  if len(argv) < 2:
+    raise app.UsageError("usage: jvision {" + "|".join(COMMANDS) + "} ...")
+  command, rest = argv[1], argv[2:]
+  if rest:
+    raise app.UsageError(f"unexpected arguments: {' '.join(rest)}")
+  if command in PLANNED:
+    raise app.UsageError(f"`jvision {command}` is not built yet")
+  handlers = {"train": _train, "eval": _eval, "demo": _demo}
+  if command not in handlers:
+    close = difflib.get_close_matches(command, COMMANDS, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    raise app.UsageError(
+      f"unknown command {command!r}{hint} (commands: {', '.join(COMMANDS)})"
+    )
+  try:
+    handlers[command](argv)
+  except (ValueError, OSError, FloatingPointError) as error:
+    if os.environ.get("JVISION_TRACEBACK"):
+      raise
+    print(
+      f"jvision {command}: {error}\n(set JVISION_TRACEBACK=1 for the "
+      "traceback)",
+      file=sys.stderr,
+    )
+    sys.exit(1)
+
+
+def _config_keys(argv) -> list[str]:
+  """Every dotted key of the config file named in argv (for hints)."""
+  from jvision.configs_io import flat_keys, load_config_file
+
+  for arg in argv:
+    if arg.startswith("--config="):
+      try:
+        return flat_keys(load_config_file(arg.split("=", 1)[1]))
+      except Exception:  # the hint is best-effort; the error is raised anyway
+        return []
+  return []
+
+
+def _unknown_override_message(argv) -> str | None:
+  """Names each --config.KEY of argv that the config lacks, with hints."""
+  keys = _config_keys(argv)
+  lines = []
+  for arg in argv:
+    if not arg.startswith("--config.") or not keys:
+      continue
+    key = arg[len("--config.") :].split("=", 1)[0]
+    if key not in keys and not any(k.startswith(key + ".") for k in keys):
+      close = difflib.get_close_matches(key, keys, n=5)
+      hint = f"; close valid keys: {', '.join(close)}" if close else ""
+      lines.append(f"unknown config key {key!r}{hint}")
+  return "\n".join(lines) or None
+
+
+def parse_flags(argv):
+  """absl's parser, with close-match hints for unknown --config.KEY."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, KeyError, AttributeError) as error:
+    message = _unknown_override_message(argv) or str(error)
+    print(f"jvision: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+class _QuietLibraries(std_logging.Filter):
+  """Drops the INFO chatter of Orbax (one line per file it writes)."""
+
+  def filter(self, record):
+    return record.levelno >= std_logging.WARNING or (
+      "/orbax/" not in record.pathname
+    )
+
+
+def run():
+  """Console-script entry point."""
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
+  app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+  run()

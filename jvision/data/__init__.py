@@ -1,0 +1,37 @@
+"""Data sources: built-in datasets, TFDS, image folders and zips, IDX files.
+
+Every source loads a split into an `ArrayDataset` (uint8 images [N, H, W, C],
+int32 labels [N], stable string ids [N]) through one call:
+
+    ds = jvision.data.load("folder:pets.zip", "train", image_size=64)
+
+See `sources` for the spec strings, `labels` for label specs and `decode` for
+how image files become arrays.
+"""
+
+from jvision.data.dataset import ArrayDataset, DataError
+from jvision.data.decode import DecodeError, decode_image
+from jvision.data.labels import (
+  ClassInfo,
+  LabelSpec,
+  builtin_label_spec,
+  load_label_spec,
+  match_classes,
+)
+from jvision.data.sources import DataSpec, load, parse_spec, splits
+
+__all__ = [
+  "ArrayDataset",
+  "ClassInfo",
+  "DataError",
+  "DataSpec",
+  "DecodeError",
+  "LabelSpec",
+  "builtin_label_spec",
+  "decode_image",
+  "load",
+  "load_label_spec",
+  "match_classes",
+  "parse_spec",
+  "splits",
+]

@@ -1,0 +1,118 @@
+"""`jvision eval`: evaluates the newest checkpoint of a workdir on a split.
+
+Writes DIR/eval/metrics.json (accuracy, macro_f1, per-class precision,
+recall, F1 and support, confusion matrix), DIR/eval/confusion_matrix.png
+and DIR/eval/training_curves.png.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+from jvision import checkpoint as checkpoint_lib
+from jvision import models, parallel
+from jvision.data import augment, pipeline
+from jvision.data.from_config import load_split
+from jvision.evaluate import metrics as metrics_lib
+from jvision.evaluate import plots
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The resolved config a run stored in DIR/config.json."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+      f"{path} does not exist: {workdir} is not a jvision workdir "
+      "(run `jvision train --workdir=...` first)"
+    )
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f)["config"])
+
+
+def load_variables(workdir: str) -> tuple[dict, int]:
+  """({"params", "batch_stats"}, step) of the newest checkpoint."""
+  checkpointer = checkpoint_lib.Checkpointer(
+    os.path.join(workdir, "checkpoints"), async_save=False
+  )
+  step = checkpointer.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
+  state = checkpointer.restore_raw(step)
+  checkpointer.close()
+  variables = {"params": state["params"]}
+  if state.get("batch_stats"):
+    variables["batch_stats"] = state["batch_stats"]
+  return variables, step
+
+
+def predict_step(variables, batch, *, model, normalize):
+  """Logits of a batch: float32 [B, K]."""
+  x = normalize(batch["image"])
+  return model.apply(variables, x, train=False)
+
+
+def predict(variables, arrays, *, model, config, mesh) -> np.ndarray:
+  """Logits of every example of `arrays`: float32 [N, K]."""
+  normalize = functools.partial(
+    augment.normalize, mean=config.data.mean, std=config.data.std
+  )
+  step = jax.jit(
+    functools.partial(predict_step, model=model, normalize=normalize),
+    in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
+    out_shardings=parallel.replicated(mesh),
+  )
+  variables = parallel.replicate(variables, mesh)
+  outputs = []
+  for batch in pipeline.eval_batches(arrays, batch_size=config.eval_batch_size):
+    batch.pop("mask")
+    outputs.append(
+      np.asarray(step(variables, parallel.shard_batch(batch, mesh)))
+    )
+  num = len(next(iter(arrays.values())))
+  return np.concatenate(outputs)[:num]
+
+
+def evaluate_workdir(workdir: str, split: str = "test") -> dict:
+  """Evaluates the newest checkpoint of `workdir` on `split`; writes reports.
+
+  Returns:
+    The metrics dict written to DIR/eval/metrics.json.
+  """
+  config = read_config(workdir)
+  dataset = load_split(config, split)
+  model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
+  model = models.create_model(
+    config.model.name, num_classes=dataset.num_classes, **model_kwargs
+  )
+  variables, step = load_variables(workdir)
+  mesh = parallel.create_mesh()
+  arrays = {"image": dataset.images}
+  logits = predict(variables, arrays, model=model, config=config, mesh=mesh)
+  predictions = logits.argmax(-1)
+  report = metrics_lib.classification_report(
+    dataset.labels, predictions, list(dataset.class_names)
+  )
+  report.update({"split": split, "step": step, "workdir": workdir})
+  out = os.path.join(workdir, "eval")
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, "metrics.json"), "w") as f:
+    json.dump(report, f, indent=2)
+  plots.plot_confusion_matrix(
+    np.asarray(report["confusion_matrix"]),
+    list(dataset.class_names),
+    os.path.join(out, "confusion_matrix.png"),
+  )
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  if os.path.exists(metrics_path):
+    records = plots.read_metrics_jsonl(metrics_path)
+    if records:
+      plots.plot_training_curves(
+        records, os.path.join(out, "training_curves.png")
+      )
+  return report

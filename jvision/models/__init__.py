@@ -1,0 +1,122 @@
+"""Image models (flax.linen modules only) and the registry that builds them.
+
+Every model follows one contract: `model.apply(variables, x, train=...)`
+takes normalised float images x [N, H, W, C] and returns logits
+[N, num_classes], or the pre-logits features when `num_classes` is None or
+0. Models record the "pre_logits" intermediate (ResNets also "stage1".."stage4")
+for callers that pass `mutable=["intermediates"]`. Models never read configs:
+a trainer passes the config's `model` section, minus `name`, as keyword
+arguments to `create_model`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jvision.models.cnn import SeedCNN
+from jvision.models.heads import LinearHead, MLPHead
+from jvision.models.resnet import (
+  BasicBlock,
+  BottleneckBlock,
+  ResNet,
+  ResNet18,
+  ResNet34,
+  ResNet50,
+  ResNetTiny,
+)
+
+__all__ = [
+  "MODELS",
+  "BasicBlock",
+  "BottleneckBlock",
+  "LinearHead",
+  "MLPHead",
+  "ResNet",
+  "ResNet18",
+  "ResNet34",
+  "ResNet50",
+  "ResNetTiny",
+  "SeedCNN",
+  "count_params",
+  "create_model",
+]
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+  "cnn": SeedCNN,
+  "resnet18": ResNet18,
+  "resnet34": ResNet34,
+  "resnet50": ResNet50,
+  "resnet_tiny": ResNetTiny,
+}
+
+# Module fields that are flax plumbing, not model hyper-parameters.
+_NOT_HYPERPARAMETERS = ("parent", "name")
+
+
+def _hyperparameters(factory: Callable[..., nn.Module]) -> list[str]:
+  """The keyword arguments a registered model class or partial accepts."""
+  cls = factory.func if isinstance(factory, functools.partial) else factory
+  fields = dataclasses.fields(cls)
+  return sorted(f.name for f in fields if f.name not in _NOT_HYPERPARAMETERS)
+
+
+def _unknown_name_error(name: str) -> ValueError:
+  hint = difflib.get_close_matches(name, MODELS, n=1)
+  did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
+  return ValueError(
+    f"Unknown model {name!r}; valid names are {sorted(MODELS)}.{did_you_mean}"
+  )
+
+
+def create_model(
+  name: str, *, num_classes: int | None, dtype: Any = jnp.float32, **kwargs
+) -> nn.Module:
+  """Builds a registered model.
+
+  Args:
+    name: a key of `MODELS`, e.g. "resnet18".
+    num_classes: number of logits; None or 0 builds a backbone that returns
+      its pre-logits features.
+    dtype: computation dtype (parameters stay float32).
+    **kwargs: further fields of the model, e.g. `width`, `stem`,
+      `zero_init_residual` for the ResNets.
+
+  Returns:
+    The (unbound) flax module.
+
+  Raises:
+    ValueError: for an unknown name (listing the valid names and the closest
+      match) or a keyword the model does not have (listing those it has).
+  """
+  if name not in MODELS:
+    raise _unknown_name_error(name)
+  factory = MODELS[name]
+  valid = _hyperparameters(factory)
+  unknown = sorted(set(kwargs) - set(valid))
+  if unknown:
+    raise ValueError(
+      f"Model {name!r} has no argument(s) {unknown}; valid arguments are "
+      f"{valid}."
+    )
+  return factory(num_classes=num_classes, dtype=dtype, **kwargs)
+
+
+def count_params(params) -> int:
+  """Number of scalars in a pytree of arrays (or of `jax.ShapeDtypeStruct`s).
+
+  Args:
+    params: e.g. `variables["params"]`, possibly from `jax.eval_shape`.
+
+  Returns:
+    The total element count over all leaves.
+  """
+  return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))

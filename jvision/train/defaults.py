@@ -1,0 +1,81 @@
+"""The config keys every trainer honours, with their defaults.
+
+Experiment files in `experiments/` start from `supervised_config()` and
+override fields, so every valid key exists in the returned ConfigDict and a
+misspelt `--config.KEY=VALUE` is caught by ml_collections (the CLI then
+lists the close valid keys).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def data_config() -> ml_collections.ConfigDict:
+  """Where the images come from and how they are shaped."""
+  return ml_collections.ConfigDict(
+    {
+      # A data spec (DESIGN.md): fashion_mnist | mnist | cifar10 |
+      # tfds:NAME[:CONFIG] | folder:PATH | idx:DIR.
+      "name": "fashion_mnist",
+      "image_size": config_dict.placeholder(int),  # None: the source's own
+      "channels": config_dict.placeholder(int),  # None: the source's own
+      "data_dir": config_dict.placeholder(str),  # TFDS data_dir
+      "label_spec": config_dict.placeholder(str),  # label spec JSON path
+      "train_split": "train",
+      "eval_split": "test",
+      # Folder sources without split folders: this part becomes "test".
+      "holdout_fraction": 0.1,
+      "max_per_class": config_dict.placeholder(int),  # for quick runs
+      # Per-channel mean and std in [0, 1] units; None: measured on the
+      # training split at start and written into DIR/config.json.
+      "mean": config_dict.placeholder(tuple),
+      "std": config_dict.placeholder(tuple),
+    }
+  )
+
+
+def optimizer_config() -> ml_collections.ConfigDict:
+  """Keys read by `jvision.optim.create_optimizer` and the schedule."""
+  return ml_collections.ConfigDict(
+    {
+      "name": "sgd",  # sgd | adamw | lars
+      "learning_rate": 0.1,  # peak, after warmup
+      "schedule": "cosine",  # cosine | constant
+      "warmup_steps": 0,
+      "end_factor": 0.0,  # final lr as a fraction of the peak
+      "momentum": 0.9,
+      "nesterov": False,
+      "weight_decay": 5e-4,
+      "decay_bn_and_bias": False,
+      "b1": 0.9,
+      "b2": 0.999,
+      "eps": 1e-8,
+      "trust_coefficient": 0.001,
+      "grad_clip_norm": config_dict.placeholder(float),
+    }
+  )
+
+
+def supervised_config() -> ml_collections.ConfigDict:
+  """Defaults for the supervised trainer (`trainer="supervised"`)."""
+  config = ml_collections.ConfigDict()
+  config.trainer = "supervised"
+  config.seed = 0
+  config.num_train_steps = 1000
+  config.batch_size = 128  # global, over all devices and hosts
+  config.eval_batch_size = 1000
+  config.log_every_steps = 100
+  config.eval_every_steps = 1000
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
+  config.async_checkpointing = True
+  config.progress_bar = True
+  config.parallel = "jit"
+  config.data = data_config()
+  config.augment = ml_collections.ConfigDict({"crop_padding": 4, "flip": True})
+  config.model = ml_collections.ConfigDict({"name": "cnn"})
+  config.optimizer = optimizer_config()
+  config.loss = ml_collections.ConfigDict({"label_smoothing": 0.0})
+  return config

@@ -1,0 +1,172 @@
+"""The training loop every trainer runs: steps, logging, eval, checkpoints.
+
+A trainer supplies its compiled step, its initial state and an evaluation
+function; the loop owns the order of events, so resumption, logging and
+failure handling behave the same for every trainer:
+
+  for step in [start, num_train_steps):
+    state, metrics = train_step(state, batch(step))
+    every log_every_steps:        mean train metrics -> metrics.jsonl, TB
+    every eval_every_steps:       evaluate(state)    -> metrics.jsonl, TB
+    every checkpoint_every_steps: Orbax save (async)
+
+Metrics stay on device between log steps, so the host never waits on the
+accelerator except when it logs or saves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+from absl import logging
+
+from jvision import checkpoint as checkpoint_lib
+from jvision import parallel
+from jvision.data import pipeline
+from jvision.train import metric_writer
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or infinite."""
+
+
+@dataclasses.dataclass
+class Task:
+  """What one trainer plugs into `run`.
+
+  Attributes:
+    state: the initial (or restored) train state, placed on the mesh.
+    train_step: compiled `(state, batch) -> (state, metrics)`.
+    train_arrays: the training split, e.g. {"image", "label"} [N, ...].
+    evaluate: `state -> {name: value}` on the eval split, or None.
+    images_per_example: images the step sees per example (2 for SimCLR).
+  """
+
+  state: object
+  train_step: Callable
+  train_arrays: dict[str, np.ndarray]
+  evaluate: Callable | None = None
+  images_per_example: int = 1
+
+
+def _every(step: int, period: int, last: int) -> bool:
+  return step == last or (period > 0 and step % period == 0)
+
+
+def data_position(step: int, config, num_examples: int) -> dict:
+  """The data-iterator position saved beside the state at `step`."""
+  epoch, position = pipeline.stream_position(
+    step, batch_size=config.batch_size, num_examples=num_examples
+  )
+  return {
+    "step": step,
+    "epoch": epoch,
+    "position": position,
+    "seed": config.seed,
+    "batch_size": config.batch_size,
+  }
+
+
+def _batches(task: Task, config, mesh, start: int, stop: int):
+  def generate():
+    for step in range(start, stop):
+      local = pipeline.train_batch(
+        task.train_arrays,
+        step,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+      )
+      yield step, parallel.shard_batch(local, mesh)
+
+  return pipeline.prefetch(generate())
+
+
+def _mean_metrics(buffered: list[dict], first: int, last: int) -> dict:
+  host = jax.device_get(buffered)
+  means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+  if not np.isfinite(means.get("loss", 0.0)):
+    bad = [first + i for i, m in enumerate(host) if not np.isfinite(m["loss"])]
+    raise NonFiniteLossError(
+      f"loss became {means['loss']} in steps {first + 1}..{last} (first "
+      f"non-finite at step {bad[0] + 1 if bad else '?'}); the run stops "
+      "and the last good checkpoint is kept"
+    )
+  return means
+
+
+def run(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  task: Task,
+  *,
+  mesh,
+  checkpointer: checkpoint_lib.Checkpointer,
+  start_step: int,
+) -> dict:
+  """Trains from `start_step` to `config.num_train_steps`.
+
+  Returns:
+    The last logged train metrics and eval metrics, as {"train": ..., "eval":
+    ...}.
+  """
+  total = config.num_train_steps
+  writer = metric_writer.MetricWriter(workdir)
+  num_examples = len(next(iter(task.train_arrays.values())))
+  state, buffered, last = task.state, [], {"train": {}, "eval": {}}
+  interval_start, interval_step = time.perf_counter(), start_step
+  paused = 0.0  # seconds spent in evaluation during the current interval
+  bar = tqdm.tqdm(
+    total=total,
+    initial=start_step,
+    desc="train",
+    unit="step",
+    dynamic_ncols=True,
+    disable=not config.progress_bar or jax.process_index() != 0,
+  )
+  try:
+    for step, batch in _batches(task, config, mesh, start_step, total):
+      state, metrics = task.train_step(state, batch)
+      buffered.append(metrics)
+      done = step + 1
+      bar.update(1)
+      saving = _every(done, config.checkpoint_every_steps, total)
+      if _every(done, config.log_every_steps, total) or saving:
+        means = _mean_metrics(buffered, interval_step, done)
+        seconds = time.perf_counter() - interval_start - paused
+        images = (done - interval_step) * config.batch_size
+        means["images_per_sec"] = images * task.images_per_example / seconds
+        writer.write(done, "train", means)
+        bar.set_postfix(
+          loss=f"{means['loss']:.4f}", img_s=f"{means['images_per_sec']:.0f}"
+        )
+        last["train"], buffered = means, []
+        interval_start, interval_step, paused = time.perf_counter(), done, 0.0
+      if task.evaluate is not None and _every(
+        done, config.eval_every_steps, total
+      ):
+        eval_start = time.perf_counter()
+        last["eval"] = task.evaluate(state)
+        writer.write(done, config.data.eval_split, last["eval"])
+        logging.info("step %d eval %s", done, _fmt(last["eval"]))
+        paused += time.perf_counter() - eval_start  # not step time
+      if saving:
+        checkpointer.save(
+          done, state, data_position(done, config, num_examples)
+        )
+  finally:
+    bar.close()
+    checkpointer.wait()
+    writer.close()
+  return last
+
+
+def _fmt(metrics: dict) -> str:
+  return ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())

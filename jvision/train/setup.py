@@ -1,0 +1,98 @@
+"""The start of every run: config checks, data, mesh, workdir provenance."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from jvision import data as data_lib
+from jvision import parallel
+from jvision.data.from_config import load_split
+from jvision.train import metric_writer
+from jvision.train import workdir as workdir_lib
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything a trainer needs before it builds its model and state."""
+
+  config: ml_collections.ConfigDict  # resolved: mean/std filled in
+  mesh: jax.sharding.Mesh
+  train: data_lib.ArrayDataset
+  eval: data_lib.ArrayDataset
+  model_kwargs: dict
+
+
+def channel_stats(images: np.ndarray) -> tuple[tuple, tuple]:
+  """Per-channel mean and std in [0, 1] units of uint8 [N, H, W, C]."""
+  flat = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+  mean = tuple(round(float(v), 4) for v in flat.mean(0))
+  std = tuple(round(float(v), 4) for v in flat.std(0))
+  return mean, std
+
+
+def check_steps(config: ml_collections.ConfigDict) -> None:
+  for key in (
+    "num_train_steps",
+    "log_every_steps",
+    "eval_every_steps",
+    "checkpoint_every_steps",
+  ):
+    if config[key] < 0:
+      raise ValueError(f"config.{key} must be >= 0, got {config[key]}")
+  if config.num_train_steps == 0:
+    raise ValueError("config.num_train_steps must be > 0")
+
+
+def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
+  """Validates `config`, loads its data and records the run in `workdir`."""
+  check_steps(config)
+  mesh = parallel.create_mesh()
+  parallel.check_batch_size(config.batch_size, mesh)
+  parallel.check_batch_size(
+    config.eval_batch_size, mesh, name="eval_batch_size"
+  )
+  progress = config.progress_bar and jax.process_index() == 0
+  train = load_split(config, config.data.train_split, progress=progress)
+  evaluation = load_split(config, config.data.eval_split, progress=progress)
+  if train.images.shape[1:] != evaluation.images.shape[1:]:
+    raise ValueError(
+      f"train images are {train.images.shape[1:]} but eval images are "
+      f"{evaluation.images.shape[1:]}; set config.data.image_size and "
+      "config.data.channels"
+    )
+  config = ml_collections.ConfigDict(config.to_dict())  # a private copy
+  if config.data.mean is None or config.data.std is None:
+    config.data.mean, config.data.std = channel_stats(train.images)
+    logging.info(
+      "measured data mean %s std %s on the training split",
+      config.data.mean,
+      config.data.std,
+    )
+  workdir_lib.prepare(workdir, config)
+  logging.info(
+    "data %s: %d train, %d eval images of %s, %d classes, %d devices",
+    config.data.name,
+    len(train),
+    len(evaluation),
+    train.images.shape[1:],
+    train.num_classes,
+    mesh.devices.size,
+  )
+  model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
+  return Run(config, mesh, train, evaluation, model_kwargs)
+
+
+def forget_metrics_after(workdir: str, step: int) -> None:
+  """Drops metrics.jsonl records newer than the checkpoint being resumed."""
+  dropped = metric_writer.drop_records_after(f"{workdir}/metrics.jsonl", step)
+  if dropped:
+    logging.info(
+      "dropped %d metric records after step %d; they are logged again",
+      dropped,
+      step,
+    )

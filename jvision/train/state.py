@@ -1,0 +1,30 @@
+"""The train state shared by every trainer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax.training import train_state
+
+
+class TrainState(train_state.TrainState):
+  """Flax's TrainState plus batch-norm statistics and the run's PRNG key.
+
+  `rng` is the run's root key; each step derives its own with
+  `jax.random.fold_in(rng, step)`, so resuming needs no extra RNG state.
+  """
+
+  batch_stats: Any
+  rng: jax.Array
+
+
+def init_variables(model, *, image_shape, rng: jax.Array) -> dict:
+  """Initial {"params", "batch_stats"} of `model` for images [H, W, C]."""
+  x = jnp.zeros((1, *image_shape), jnp.float32)
+  variables = model.init({"params": rng}, x, train=False)
+  return {
+    "params": variables["params"],
+    "batch_stats": variables.get("batch_stats", {}),
+  }

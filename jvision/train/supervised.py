@@ -1,0 +1,219 @@
+"""Supervised training with cross-entropy.
+
+`train_step` and `eval_step` are pure functions of (state, batch); every
+number they use is bound from the config with `functools.partial` in
+`train_and_evaluate`, and they are compiled over the device mesh by
+`jvision.parallel.jit_data_parallel`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import logging
+
+from jvision import checkpoint as checkpoint_lib
+from jvision import losses, models, optim, parallel
+from jvision.data import augment, pipeline
+from jvision.train import loop, setup
+from jvision.train.state import TrainState, init_variables
+
+
+def create_train_state(
+  config: ml_collections.ConfigDict,
+  model,
+  *,
+  image_shape: tuple[int, int, int],
+  learning_rate_fn,
+) -> TrainState:
+  """A fresh state: initial parameters from `config.seed`, optimizer, rng."""
+  init_rng, run_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  variables = init_variables(model, image_shape=image_shape, rng=init_rng)
+  tx = optim.create_optimizer(
+    config.optimizer,
+    learning_rate_fn=learning_rate_fn,
+    params=variables["params"],
+  )
+  return TrainState.create(
+    apply_fn=model.apply,
+    params=variables["params"],
+    batch_stats=variables["batch_stats"],
+    tx=tx,
+    rng=run_rng,
+  )
+
+
+def train_step(
+  state: TrainState,
+  batch: dict,
+  *,
+  learning_rate_fn,
+  preprocess,
+  label_smoothing: float,
+):
+  """One optimisation step on a global batch.
+
+  Args:
+    state: the train state.
+    batch: {"image": uint8 [B, H, W, C], "label": int32 [B]}.
+    learning_rate_fn: step -> learning rate (for logging).
+    preprocess: (uint8 images, key) -> float32 [B, H, W, C] training views.
+    label_smoothing: cross-entropy label smoothing.
+
+  Returns:
+    (new state, {"loss", "accuracy", "learning_rate"} scalars).
+  """
+  rng = jax.random.fold_in(state.rng, state.step)
+  x = preprocess(batch["image"], rng)  # [B, H, W, C]
+  labels = batch["label"]  # [B]
+
+  def loss_fn(params):
+    logits, updates = state.apply_fn(
+      {"params": params, "batch_stats": state.batch_stats},
+      x,
+      train=True,
+      mutable=["batch_stats"],
+    )  # logits: [B, K]
+    loss = losses.softmax_cross_entropy(
+      logits=logits, labels=labels, label_smoothing=label_smoothing
+    )
+    return loss, (logits, updates.get("batch_stats", {}))
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  (loss, (logits, batch_stats)), grads = grad_fn(state.params)
+  metrics = {
+    "loss": loss,
+    "accuracy": losses.accuracy(logits=logits, labels=labels),
+    "learning_rate": learning_rate_fn(state.step),
+  }
+  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  return state, metrics
+
+
+def eval_step(state: TrainState, batch: dict, *, preprocess) -> dict:
+  """Sums of loss and correct predictions over the real examples of a batch.
+
+  Args:
+    state: the train state.
+    batch: {"image": uint8 [B, H, W, C], "label": int32 [B],
+      "mask": float32 [B] (0 for padding)}.
+    preprocess: uint8 images -> float32 [B, H, W, C] (no augmentation).
+
+  Returns:
+    {"loss_sum", "correct", "count"} scalars.
+  """
+  logits = state.apply_fn(
+    {"params": state.params, "batch_stats": state.batch_stats},
+    preprocess(batch["image"]),
+    train=False,
+  )  # [B, K]
+  labels, mask = batch["label"], batch["mask"]
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
+  nll = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  return {
+    "loss_sum": jnp.sum(nll * mask),
+    "correct": jnp.sum(correct * mask),
+    "count": jnp.sum(mask),
+  }
+
+
+def evaluate(state, arrays, *, step_fn, mesh, batch_size: int) -> dict:
+  """Mean loss and accuracy of `state` on a whole split."""
+  sums = None
+  for local in pipeline.eval_batches(
+    arrays,
+    batch_size=batch_size,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  ):
+    out = step_fn(state, parallel.shard_batch(local, mesh))
+    sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+  sums = jax.device_get(sums)
+  return {
+    "loss": float(sums["loss_sum"] / sums["count"]),
+    "accuracy": float(sums["correct"] / sums["count"]),
+  }
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
+  """Trains `config` in `workdir`, resuming from its newest checkpoint.
+
+  Returns:
+    {"train": last train metrics, "eval": last eval metrics,
+     "source": where the state came from}.
+  """
+  run = setup.prepare_run(config, workdir)
+  config, mesh = run.config, run.mesh
+  model = models.create_model(
+    config.model.name, num_classes=run.train.num_classes, **run.model_kwargs
+  )
+  learning_rate_fn = optim.create_learning_rate_fn(
+    base_learning_rate=config.optimizer.learning_rate,
+    num_train_steps=config.num_train_steps,
+    warmup_steps=config.optimizer.warmup_steps,
+    schedule=config.optimizer.schedule,
+    end_factor=config.optimizer.end_factor,
+  )
+  state = create_train_state(
+    config,
+    model,
+    image_shape=run.train.images.shape[1:],
+    learning_rate_fn=learning_rate_fn,
+  )
+  state = parallel.replicate(state, mesh)
+  checkpointer = checkpoint_lib.Checkpointer(
+    f"{workdir}/checkpoints",
+    max_to_keep=config.keep_checkpoints,
+    async_save=config.async_checkpointing,
+  )
+  restored = checkpointer.restore_or_init(state)
+  start_step = int(jax.device_get(restored.state.step))
+  logging.info("starting from %s (step %d)", restored.source, start_step)
+  setup.forget_metrics_after(workdir, start_step)
+
+  normalize = functools.partial(
+    augment.normalize, mean=config.data.mean, std=config.data.std
+  )
+  preprocess = functools.partial(
+    augment.train_preprocess,
+    mean=config.data.mean,
+    std=config.data.std,
+    crop_padding=config.augment.crop_padding,
+    flip=config.augment.flip,
+  )
+  step = functools.partial(
+    train_step,
+    learning_rate_fn=learning_rate_fn,
+    preprocess=preprocess,
+    label_smoothing=config.loss.label_smoothing,
+  )
+  p_eval = parallel.jit_data_parallel(
+    functools.partial(eval_step, preprocess=normalize), mesh
+  )
+  eval_arrays = {"image": run.eval.images, "label": run.eval.labels}
+  task = loop.Task(
+    state=restored.state,
+    train_step=parallel.jit_data_parallel(step, mesh, donate_state=True),
+    train_arrays={"image": run.train.images, "label": run.train.labels},
+    evaluate=functools.partial(
+      evaluate,
+      arrays=eval_arrays,
+      step_fn=p_eval,
+      mesh=mesh,
+      batch_size=config.eval_batch_size,
+    ),
+  )
+  last = loop.run(
+    config,
+    workdir,
+    task,
+    mesh=mesh,
+    checkpointer=checkpointer,
+    start_step=start_step,
+  )
+  checkpointer.close()
+  return {**last, "source": restored.source, "start_step": start_step}

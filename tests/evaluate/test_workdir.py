@@ -1,0 +1,27 @@
+"""Tests for jvision/evaluate/workdir.py (`jvision eval`)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from jvision.evaluate import workdir as eval_workdir
+
+
+def test_eval_writes_metrics_and_plots(trained_workdir):
+  report = eval_workdir.evaluate_workdir(str(trained_workdir), "test")
+  out = trained_workdir / "eval"
+  saved = json.loads((out / "metrics.json").read_text())
+  assert saved["accuracy"] == pytest.approx(report["accuracy"])
+  assert saved["num_examples"] == 200  # max_per_class=20 of 10 digits
+  assert saved["step"] == 6
+  cm = np.asarray(saved["confusion_matrix"])
+  assert cm.shape == (10, 10) and cm.sum(1).tolist() == [20] * 10
+  assert saved["accuracy"] == pytest.approx(np.trace(cm) / 200)
+  assert (out / "confusion_matrix.png").stat().st_size > 10_000
+  assert (out / "training_curves.png").stat().st_size > 10_000
+
+
+def test_eval_of_a_non_workdir_is_a_clear_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match="not a jvision workdir"):
+    eval_workdir.evaluate_workdir(str(tmp_path), "test")

@@ -1,0 +1,35 @@
+"""Helpers shared by tests (importable: pyproject puts tests/ on the path)."""
+
+import pathlib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def tiny_config(**overrides):
+  """A seconds-long supervised run on 20 MNIST images per class."""
+  from jvision.train import defaults
+
+  config = defaults.supervised_config()
+  config.data.name = "mnist"
+  config.data.max_per_class = 20
+  config.data.mean = (0.1307,)
+  config.data.std = (0.3081,)
+  config.model.name = "cnn"
+  config.batch_size = 32
+  config.eval_batch_size = 64
+  config.num_train_steps = 6
+  config.log_every_steps = 2
+  config.eval_every_steps = 3
+  config.checkpoint_every_steps = 3
+  config.progress_bar = False
+  config.augment.crop_padding = 2
+  config.augment.flip = False
+  config.optimizer.learning_rate = 0.05
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config

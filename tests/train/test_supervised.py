@@ -1,0 +1,136 @@
+"""Tests for jvision/train/supervised.py and the shared loop."""
+
+import functools
+import json
+
+import jax
+import numpy as np
+import pytest
+from helpers import tiny_config
+
+from jvision import checkpoint, models, optim, parallel
+from jvision.data import augment
+from jvision.train import loop, supervised
+
+
+def test_smoke_run_leaves_a_complete_workdir(trained_workdir):
+  record = json.loads((trained_workdir / "config.json").read_text())
+  assert record["config"]["model"]["name"] == "cnn"
+  assert record["versions"]["jax"] == jax.__version__
+  assert "git_revision" in record
+  lines = (trained_workdir / "metrics.jsonl").read_text().splitlines()
+  records = [json.loads(line) for line in lines]
+  train = [r for r in records if r["split"] == "train"]
+  test = [r for r in records if r["split"] == "test"]
+  assert [r["step"] for r in train] == [2, 3, 4, 6]  # log every 2 + saves
+  assert [r["step"] for r in test] == [3, 6]
+  assert all(np.isfinite(r["loss"]) for r in records)
+  assert {"loss", "accuracy", "learning_rate", "images_per_sec"} <= set(
+    train[0]
+  )
+  ckpt = checkpoint.Checkpointer(str(trained_workdir / "checkpoints"))
+  assert ckpt.all_steps() == [3, 6]
+  assert any((trained_workdir / "tensorboard").iterdir())
+
+
+def _state_and_batch(model_name="resnet_tiny", batch=16):
+  config = tiny_config(**{"model.name": model_name})
+  model = models.create_model(model_name, num_classes=10)
+  lr_fn = optim.create_learning_rate_fn(
+    base_learning_rate=0.1, num_train_steps=10, warmup_steps=0
+  )
+  state = supervised.create_train_state(
+    config, model, image_shape=(16, 16, 1), learning_rate_fn=lr_fn
+  )
+  rng = np.random.default_rng(0)
+  data = {
+    "image": rng.integers(0, 256, (batch, 16, 16, 1), dtype=np.uint8),
+    "label": rng.integers(0, 10, (batch,), dtype=np.int32),
+  }
+  step = functools.partial(
+    supervised.train_step,
+    learning_rate_fn=lr_fn,
+    preprocess=functools.partial(
+      augment.train_preprocess,
+      mean=(0.5,),
+      std=(0.25,),
+      crop_padding=2,
+      flip=True,
+    ),
+    label_smoothing=0.1,
+  )
+  return state, data, step
+
+
+def _three_steps(devices):
+  state, data, step = _state_and_batch()
+  mesh = parallel.create_mesh(devices)
+  p_step = parallel.jit_data_parallel(step, mesh)
+  state = parallel.replicate(state, mesh)
+  losses = []
+  for _ in range(3):
+    state, metrics = p_step(state, parallel.shard_batch(data, mesh))
+    losses.append(float(metrics["loss"]))
+  return losses, jax.device_get(state)
+
+
+def test_one_and_eight_devices_agree():
+  assert jax.device_count() == 8
+  losses1, state1 = _three_steps(jax.devices()[:1])
+  losses8, state8 = _three_steps(jax.devices())
+  np.testing.assert_allclose(losses1, losses8, rtol=1e-5)
+  flat1 = jax.tree.leaves((state1.params, state1.batch_stats))
+  flat8 = jax.tree.leaves((state8.params, state8.batch_stats))
+  for a, b in zip(flat1, flat8, strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _final_params(workdir):
+  raw = checkpoint.Checkpointer(str(workdir / "checkpoints")).restore_raw()
+  return raw["params"], raw["opt_state"]
+
+
+def test_resumed_run_matches_uninterrupted_run(tmp_path):
+  overrides = {
+    "optimizer.schedule": "constant",
+    "eval_every_steps": 0,
+    "checkpoint_every_steps": 0,
+  }
+  whole = tiny_config(num_train_steps=6, **overrides)
+  supervised.train_and_evaluate(whole, str(tmp_path / "whole"))
+  first = tiny_config(num_train_steps=3, **overrides)
+  supervised.train_and_evaluate(first, str(tmp_path / "split"))
+  result = supervised.train_and_evaluate(whole, str(tmp_path / "split"))
+  assert result["source"] == "checkpoint step 3"
+  a, b = _final_params(tmp_path / "whole"), _final_params(tmp_path / "split")
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_non_finite_loss_names_the_steps(tmp_path):
+  config = tiny_config(**{"data.std": (0.0,), "eval_every_steps": 0})
+  with pytest.raises(loop.NonFiniteLossError, match=r"steps 1\.\.2"):
+    supervised.train_and_evaluate(config, str(tmp_path / "nan"))
+  assert not (tmp_path / "nan" / "checkpoints").exists() or not list(
+    (tmp_path / "nan" / "checkpoints").glob("[0-9]*")
+  )
+
+
+def test_refuses_a_foreign_directory(tmp_path):
+  (tmp_path / "mine.txt").write_text("user data")
+  with pytest.raises(FileExistsError, match="not a jvision workdir"):
+    supervised.train_and_evaluate(tiny_config(), str(tmp_path))
+  assert (tmp_path / "mine.txt").read_text() == "user data"
+
+
+def test_resuming_with_another_config_lists_differences(trained_workdir):
+  config = tiny_config(batch_size=16)
+  with pytest.raises(ValueError, match=r"batch_size: 32 -> 16"):
+    supervised.train_and_evaluate(config, str(trained_workdir))
+
+
+def test_batch_size_must_split_over_devices(tmp_path):
+  with pytest.raises(ValueError, match="batch_size=30 must be divisible"):
+    supervised.train_and_evaluate(
+      tiny_config(batch_size=30), str(tmp_path / "wd")
+    )
