@@ -24,7 +24,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import common
-from jvision import models, optim, parallel
+from jvision import logging_setup, models, optim, parallel
 from jvision.data import augment
 from jvision.train import defaults, supervised
 
@@ -131,4 +131,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  logging_setup.configure()
   app.run(main)

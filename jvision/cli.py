@@ -12,12 +12,13 @@ The logic lives in importable modules: `jvision.train` (trainers),
 from __future__ import annotations
 
 import difflib
-import logging as std_logging
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
+
+from jvision import logging_setup
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config",
@@ -132,20 +133,9 @@ def parse_flags(argv):
     sys.exit(2)
 
 
-class _QuietLibraries(std_logging.Filter):
-  """Drops the INFO chatter of Orbax (one line per file it writes)."""
-
-  def filter(self, record):
-    return record.levelno >= std_logging.WARNING or (
-      "/orbax/" not in record.pathname
-    )
-
-
 def run():
   """Console-script entry point."""
-  logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().addFilter(_QuietLibraries())
-  std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
+  logging_setup.configure()
   app.run(main, flags_parser=parse_flags)
 
 

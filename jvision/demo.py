@@ -1,6 +1,6 @@
 """`jvision demo`: the pipeline on the embedded default, Fashion-MNIST.
 
-Trains the recipe in experiments/fashion_mnist_cnn.py (argument "demo"),
+Trains the recipe in experiments/fashion_mnist_cnn.py,
 evaluates it on the test split and says where everything went.
 """
 
@@ -13,7 +13,7 @@ import jvision
 from jvision import configs_io, train
 from jvision.evaluate import workdir as eval_workdir
 
-DEMO_CONFIG = "fashion_mnist_cnn.py:demo"
+DEMO_CONFIG = "fashion_mnist_cnn.py"
 
 
 def experiments_dir() -> str:

@@ -44,11 +44,14 @@ class SeedCNN(nn.Module):
       features instead (a backbone without a classifier).
     dtype: computation dtype; parameters stay in `param_dtype`.
     param_dtype: dtype of the parameters.
+    padding: "VALID" (the tutorial's; 32x32 -> 5x5x16 = 400 features) or
+      "SAME" (keeps more of a small image: 28x28 -> 7x7x16 = 784 features).
   """
 
   num_classes: int | None = 10
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  padding: str = "VALID"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
@@ -64,7 +67,9 @@ class SeedCNN(nn.Module):
     """
     del train  # Same computation in training and evaluation.
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    conv = functools.partial(nn.Conv, kernel_size=(5, 5), padding="VALID", **kw)
+    conv = functools.partial(
+      nn.Conv, kernel_size=(5, 5), padding=self.padding, **kw
+    )
     dense = functools.partial(nn.Dense, **kw)
     x = jnp.asarray(x, self.dtype)
     x = max_pool_2x2(nn.relu(conv(6, name="conv1")(x)))

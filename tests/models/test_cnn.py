@@ -21,6 +21,12 @@ def test_seed_cnn_param_count_is_the_tutorial_nets():
   assert models.count_params(variables["params"]) == 62_006
 
 
+def test_seed_cnn_same_padding_on_28x28_keeps_7x7_features():
+  # conv1 156 + conv2 2,416 + fc1 (784 * 120 + 120) + fc2 10,164 + head 850
+  variables = _init_shapes(SeedCNN(padding="SAME"), (1, 28, 28, 1))
+  assert models.count_params(variables["params"]) == 107_786
+
+
 @pytest.mark.parametrize(
   "shape, features", [((3, 32, 32, 3), 400), ((3, 28, 28, 1), 256)]
 )

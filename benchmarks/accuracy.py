@@ -1,0 +1,78 @@
+"""Test accuracy of an experiment config over several seeds.
+
+    python -m benchmarks.accuracy --config=experiments/fashion_mnist_cnn.py \
+        --seeds=0,1,2 [--name=fashion_mnist_cnn] [--config.KEY=VALUE ...]
+
+Each seed trains from scratch in benchmarks/workdirs/<name>/seed<k> (reused
+if finished: training resumes or is skipped, evaluation reruns), then
+`jvision eval` computes the test metrics. Records per-seed accuracy and
+wall time, and mean and sample std over seeds, in
+benchmarks/results/accuracy_<name>.json.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import statistics
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from benchmarks import common
+from jvision import logging_setup, train
+from jvision.evaluate import workdir as eval_workdir
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment file.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to train.")
+_NAME = flags.DEFINE_string("name", None, "Result name (default: file stem).")
+_WORKDIRS = pathlib.Path(__file__).resolve().parent / "workdirs"
+
+
+def main(argv):
+  del argv
+  config_path = flags.FLAGS["config"].config_filename
+  name = _NAME.value or pathlib.Path(config_path.split(":")[0]).stem
+  runs = []
+  for seed in map(int, _SEEDS.value):
+    config = _CONFIG.value.copy_and_resolve_references()
+    config.seed = seed
+    workdir = str(_WORKDIRS / name / f"seed{seed}")
+    start = time.perf_counter()
+    train.get_trainer(config.trainer)(config, workdir)
+    seconds = time.perf_counter() - start
+    report = eval_workdir.evaluate_workdir(workdir, config.data.eval_split)
+    runs.append(
+      {
+        "seed": seed,
+        "test_accuracy": report["accuracy"],
+        "macro_f1": report["macro_f1"],
+        "train_seconds": seconds,
+        "workdir": os.path.relpath(workdir),
+      }
+    )
+    print(f"{name} seed {seed}: accuracy {report['accuracy']:.4f}")
+  accuracies = [r["test_accuracy"] for r in runs]
+  std = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
+  record = {
+    "config": config_path,
+    "resolved_config": _CONFIG.value.to_dict(),
+    "runs": runs,
+    "mean_test_accuracy": statistics.mean(accuracies),
+    "std_test_accuracy": std,
+    "method": (
+      f"{len(runs)} seeds trained from scratch and evaluated on the full "
+      "test split; std is the sample standard deviation over seeds"
+    ),
+  }
+  print(
+    f"{name}: {100 * record['mean_test_accuracy']:.2f} +- {100 * std:.2f}% "
+    f"over {len(runs)} seeds"
+  )
+  print("saved", common.save(f"accuracy_{name}", record))
+
+
+if __name__ == "__main__":
+  logging_setup.configure()
+  app.run(main)

@@ -1,0 +1,100 @@
+"""Renders benchmarks/results/*.json as the README's results table.
+
+    python -m benchmarks.report          # print the table
+    python -m benchmarks.report --write  # replace it in README.md
+
+The table sits between the markers `<!-- results:start -->` and
+`<!-- results:end -->`; every row names its machine, date and method.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+from benchmarks.common import RESULTS
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _machine(record: dict) -> str:
+  m = record["machine"]
+  return f"{m['cpu']}, {m['cores']} cores; jax {m['versions']['jax']}"
+
+
+def accuracy_rows(name: str, record: dict) -> list[str]:
+  n = len(record["runs"])
+  minutes = sum(r["train_seconds"] for r in record["runs"]) / n / 60
+  value = (
+    f"{100 * record['mean_test_accuracy']:.2f} ± "
+    f"{100 * record['std_test_accuracy']:.2f}% test accuracy"
+  )
+  return [
+    f"| `{record['config']}` | {value} ({n} seeds; {minutes:.1f} min "
+    f"training each) | {_machine(record)} | {record['machine']['date']} | "
+    f"{record['method']} |"
+  ]
+
+
+def throughput_rows(record: dict) -> list[str]:
+  rows = []
+  for model, r in record.items():
+    if model == "machine":
+      continue
+    value = (
+      f"bare step {r['bare_step_images_per_sec']:.0f} img/s, trainer "
+      f"{r['trainer_images_per_sec']:.0f} img/s (overhead "
+      f"{100 * r['trainer_overhead']:.1f}%)"
+    )
+    rows.append(
+      f"| {model} train step, batch {r['batch_size']}, 32x32x3 | {value} | "
+      f"{_machine(record)} | {record['machine']['date']} | {r['method']} |"
+    )
+  return rows
+
+
+def demo_rows(record: dict) -> list[str]:
+  value = (
+    f"{record['wall_seconds'] / 60:.1f} min, "
+    f"{100 * record['test_accuracy']:.2f}% test accuracy"
+  )
+  return [
+    f"| `jvision demo` | {value} | {_machine(record)} | "
+    f"{record['machine']['date']} | {record['method']} |"
+  ]
+
+
+def table() -> str:
+  rows = [
+    "| what | result | machine | date | how measured |",
+    "|---|---|---|---|---|",
+  ]
+  for path in sorted(RESULTS.glob("*.json")):
+    record = json.loads(path.read_text())
+    if path.stem.startswith("accuracy_"):
+      rows += accuracy_rows(path.stem, record)
+    elif path.stem == "throughput":
+      rows += throughput_rows(record)
+    elif path.stem == "demo":
+      rows += demo_rows(record)
+  return "\n".join(rows)
+
+
+def main(argv):
+  text = table()
+  if "--write" not in argv:
+    print(text)
+    return
+  readme = README.read_text()
+  if START not in readme or END not in readme:
+    sys.exit(f"{README} lacks the markers {START} ... {END}")
+  head, rest = readme.split(START, 1)
+  _, tail = rest.split(END, 1)
+  README.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+  print(f"wrote the results table into {README}")
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
