@@ -47,6 +47,7 @@ def test_train_then_eval_from_the_command_line(tmp_path):
     "--config=experiments/mnist_cnn.py:runlocal",
     f"--workdir={wd}",
     "--config.num_train_steps=4",
+    "--config.optimizer.warmup_steps=0",
     "--config.data.max_per_class=10",
     "--config.progress_bar=False",
   )

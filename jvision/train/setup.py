@@ -49,7 +49,11 @@ def check_steps(config: ml_collections.ConfigDict) -> None:
 
 
 def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
-  """Validates `config`, loads its data and records the run in `workdir`."""
+  """Validates `config`, loads its data and checks `workdir` may take it.
+
+  Nothing is written yet: the trainer calls `workdir.record` once its model,
+  optimizer and state are built, so a config error leaves no trace.
+  """
   check_steps(config)
   mesh = parallel.create_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
@@ -73,7 +77,7 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
       config.data.mean,
       config.data.std,
     )
-  workdir_lib.prepare(workdir, config)
+  workdir_lib.check(workdir, config)
   logging.info(
     "data %s: %d train, %d eval images of %s, %d classes, %d devices",
     config.data.name,

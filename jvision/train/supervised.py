@@ -19,6 +19,7 @@ from jvision import checkpoint as checkpoint_lib
 from jvision import losses, models, optim, parallel
 from jvision.data import augment, pipeline
 from jvision.train import loop, setup
+from jvision.train import workdir as workdir_lib
 from jvision.train.state import TrainState, init_variables
 
 
@@ -165,6 +166,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     learning_rate_fn=learning_rate_fn,
   )
   state = parallel.replicate(state, mesh)
+  workdir_lib.record(workdir, config)  # the config is valid: record it
   checkpointer = checkpoint_lib.Checkpointer(
     f"{workdir}/checkpoints",
     max_to_keep=config.keep_checkpoints,

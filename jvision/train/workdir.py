@@ -103,8 +103,8 @@ def _jsonable(value):
   return json.loads(json.dumps(value))
 
 
-def prepare(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Checks `workdir` and writes DIR/config.json for this run.
+def check(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Raises unless `config` may run in `workdir` (new, empty or resumable).
 
   Raises:
     FileExistsError: the directory holds other files but no config.json.
@@ -134,12 +134,21 @@ def prepare(workdir: str, config: ml_collections.ConfigDict) -> None:
       f"{workdir} is not empty and holds no config.json: it is not a "
       "jvision workdir, and jvision will not write into it"
     )
+
+
+def record(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Writes DIR/config.json: the resolved config and the run's provenance.
+
+  Call `check` first; this overwrites the record of a resumed run (whose
+  config may differ only in `RESUMABLE_CHANGES`).
+  """
+  path = os.path.join(workdir, "config.json")
   if jax.process_index() != 0:
     return
   os.makedirs(workdir, exist_ok=True)
   rev, dirty = git_revision()
   record = {
-    "config": resolved,
+    "config": config.to_dict(),
     "git_revision": rev,
     "git_dirty": dirty,
     "versions": package_versions(),

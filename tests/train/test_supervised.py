@@ -82,7 +82,9 @@ def test_one_and_eight_devices_agree():
   flat1 = jax.tree.leaves((state1.params, state1.batch_stats))
   flat8 = jax.tree.leaves((state8.params, state8.batch_stats))
   for a, b in zip(flat1, flat8, strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # Relative to the tensor's scale: sums reduced in another order differ
+    # in the last bits, which near-zero elements would magnify.
+    assert np.max(np.abs(a - b)) <= 1e-5 * np.max(np.abs(b))
 
 
 def _final_params(workdir):
@@ -134,3 +136,10 @@ def test_batch_size_must_split_over_devices(tmp_path):
     supervised.train_and_evaluate(
       tiny_config(batch_size=30), str(tmp_path / "wd")
     )
+
+
+def test_config_error_leaves_no_trace(tmp_path):
+  config = tiny_config(num_train_steps=4, **{"optimizer.warmup_steps": 20})
+  with pytest.raises(ValueError, match="warmup_steps=20"):
+    supervised.train_and_evaluate(config, str(tmp_path / "wd"))
+  assert not (tmp_path / "wd").exists()
