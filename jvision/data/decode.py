@@ -101,6 +101,8 @@ def decode_image(
     raise DecodeError(path, "empty file (0 bytes)")
   try:
     image = _to_target(_open(data), image_size, channels)
+  except Image.UnidentifiedImageError as e:
+    raise DecodeError(path, "not an image in a format Pillow reads") from e
   except _PIL_ERRORS as e:
     raise DecodeError(path, f"{type(e).__name__}: {e}") from e
   array = np.asarray(image)
