@@ -22,23 +22,15 @@ def get_config(arg: str | None = None):
   config.data.std = (0.2470, 0.2435, 0.2616)
   config.model.name = "cnn"
   config.batch_size = 128
-  steps_per_epoch = 50_000 // config.batch_size
-  config.num_train_steps = 30 * steps_per_epoch
   config.augment.crop_padding = 4
   config.augment.flip = True
   config.optimizer.learning_rate = 0.05
   config.optimizer.nesterov = True
   config.optimizer.weight_decay = 5e-4
-  config.optimizer.warmup_steps = steps_per_epoch
-  config.eval_every_steps = 5 * steps_per_epoch
-  config.checkpoint_every_steps = 5 * steps_per_epoch
+  defaults.set_epochs(
+    config, epochs=30, train_examples=50_000, eval_every_epochs=5
+  )
+  defaults.apply_runlocal(config, arg)
   if arg == "runlocal":
     config.data.max_per_class = 200
-    config.num_train_steps = 200
-    config.eval_every_steps = 100
-    config.checkpoint_every_steps = 100
-    config.log_every_steps = 20
-    config.optimizer.warmup_steps = 20
-  elif arg:
-    raise ValueError(f"unknown argument {arg!r}; use runlocal")
   return config

@@ -27,9 +27,6 @@ def get_config(arg: str | None = None):
   config.model.name = "cnn"
   config.model.padding = "SAME"  # 7x7x16 features of a 28x28 image, not 4x4
   config.batch_size = 128
-  epochs = 30
-  steps_per_epoch = 60_000 // config.batch_size
-  config.num_train_steps = epochs * steps_per_epoch
   config.augment.crop_padding = 2
   config.augment.flip = True
   config.optimizer.name = "sgd"
@@ -37,16 +34,9 @@ def get_config(arg: str | None = None):
   config.optimizer.momentum = 0.9
   config.optimizer.nesterov = True
   config.optimizer.weight_decay = 5e-4
-  config.optimizer.warmup_steps = steps_per_epoch
   config.log_every_steps = 100
-  config.eval_every_steps = 5 * steps_per_epoch
-  config.checkpoint_every_steps = 5 * steps_per_epoch
-  if arg == "runlocal":
-    config.num_train_steps = 200
-    config.eval_every_steps = 100
-    config.checkpoint_every_steps = 100
-    config.log_every_steps = 20
-    config.optimizer.warmup_steps = 20
-  elif arg:
-    raise ValueError(f"unknown argument {arg!r}; use runlocal")
+  defaults.set_epochs(
+    config, epochs=30, train_examples=60_000, eval_every_epochs=5
+  )
+  defaults.apply_runlocal(config, arg)
   return config

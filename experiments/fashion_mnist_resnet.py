@@ -23,24 +23,16 @@ def get_config(arg: str | None = None):
   config.model.width = 0.25
   config.model.stem = "cifar"
   config.batch_size = 128
-  steps_per_epoch = 60_000 // config.batch_size
-  config.num_train_steps = 10 * steps_per_epoch
   config.augment.crop_padding = 2
   config.augment.flip = True
   config.optimizer.learning_rate = 0.1
   config.optimizer.nesterov = True
   config.optimizer.weight_decay = 5e-4
-  config.optimizer.warmup_steps = steps_per_epoch
   config.loss.label_smoothing = 0.1
-  config.eval_every_steps = 2 * steps_per_epoch
-  config.checkpoint_every_steps = 2 * steps_per_epoch
+  defaults.set_epochs(
+    config, epochs=10, train_examples=60_000, eval_every_epochs=2
+  )
+  defaults.apply_runlocal(config, arg, steps=50)
   if arg == "runlocal":
-    config.num_train_steps = 50
-    config.eval_every_steps = 50
-    config.checkpoint_every_steps = 50
-    config.log_every_steps = 10
-    config.optimizer.warmup_steps = 5
     config.data.max_per_class = 100
-  elif arg:
-    raise ValueError(f"unknown argument {arg!r}; use runlocal")
   return config

@@ -19,22 +19,13 @@ def get_config(arg: str | None = None):
   config.data.std = (0.3081,)
   config.model.name = "cnn"
   config.batch_size = 128
-  steps_per_epoch = 60_000 // config.batch_size
-  config.num_train_steps = 15 * steps_per_epoch
   config.augment.crop_padding = 2
   config.augment.flip = False
   config.optimizer.learning_rate = 0.05
   config.optimizer.nesterov = True
   config.optimizer.weight_decay = 5e-4
-  config.optimizer.warmup_steps = steps_per_epoch
-  config.eval_every_steps = 5 * steps_per_epoch
-  config.checkpoint_every_steps = 5 * steps_per_epoch
-  if arg == "runlocal":
-    config.num_train_steps = 200
-    config.eval_every_steps = 100
-    config.checkpoint_every_steps = 100
-    config.log_every_steps = 20
-    config.optimizer.warmup_steps = 20
-  elif arg:
-    raise ValueError(f"unknown argument {arg!r}; use runlocal")
+  defaults.set_epochs(
+    config, epochs=15, train_examples=60_000, eval_every_epochs=5
+  )
+  defaults.apply_runlocal(config, arg)
   return config

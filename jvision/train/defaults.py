@@ -79,3 +79,39 @@ def supervised_config() -> ml_collections.ConfigDict:
   config.optimizer = optimizer_config()
   config.loss = ml_collections.ConfigDict({"label_smoothing": 0.0})
   return config
+
+
+def set_epochs(
+  config: ml_collections.ConfigDict,
+  *,
+  epochs: int,
+  train_examples: int,
+  warmup_epochs: int = 1,
+  eval_every_epochs: int = 5,
+) -> None:
+  """Sets the step counts of `config` from epochs of `train_examples`.
+
+  num_train_steps, optimizer.warmup_steps, and eval and checkpoint periods
+  (both every `eval_every_epochs`), for the config's batch_size.
+  """
+  steps_per_epoch = train_examples // config.batch_size
+  config.num_train_steps = epochs * steps_per_epoch
+  config.optimizer.warmup_steps = warmup_epochs * steps_per_epoch
+  config.eval_every_steps = eval_every_epochs * steps_per_epoch
+  config.checkpoint_every_steps = eval_every_epochs * steps_per_epoch
+
+
+def apply_runlocal(config: ml_collections.ConfigDict, arg, *, steps=200):
+  """The config-file argument every recipe takes: "runlocal" or none.
+
+  "runlocal" shrinks the run to `steps` steps (a minute or two on a laptop),
+  evaluating and checkpointing half-way and at the end.
+  """
+  if arg == "runlocal":
+    config.num_train_steps = steps
+    config.eval_every_steps = steps // 2
+    config.checkpoint_every_steps = steps // 2
+    config.log_every_steps = max(1, steps // 10)
+    config.optimizer.warmup_steps = steps // 10
+  elif arg:
+    raise ValueError(f"unknown config argument {arg!r}; use runlocal or none")
