@@ -47,3 +47,92 @@ def accuracy(*, logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
   """
   hits = jnp.argmax(logits, axis=-1) == labels  # [N]
   return jnp.mean(hits.astype(jnp.float32))
+
+
+# Replaces the logit of an anchor with itself: its exp() is exactly 0 in
+# float32, while its gradient stays finite (-inf would give NaN gradients).
+_SELF_LOGIT = -1e9
+# Smallest squared norm a projection is divided by; guards all-zero rows.
+_MIN_SQUARED_NORM = 1e-12
+
+
+def _l2_normalize(x: jnp.ndarray) -> jnp.ndarray:
+  """Rows of `x` [M, D] scaled to unit L2 norm (zero rows stay zero)."""
+  squared_norm = jnp.sum(x * x, axis=-1, keepdims=True)  # [M, 1]
+  return x * jax.lax.rsqrt(jnp.maximum(squared_norm, _MIN_SQUARED_NORM))
+
+
+def nt_xent(
+  *,
+  z1: jnp.ndarray,
+  z2: jnp.ndarray,
+  temperature: float,
+  axis_name: str | None = None,
+) -> jnp.ndarray:
+  """SimCLR's normalized temperature-scaled cross-entropy (NT-Xent).
+
+  Row i of `z1` and row i of `z2` are projections of two views of image i.
+  Each of the 2N views is an anchor whose positive is the other view of its
+  image and whose negatives are the remaining 2N - 2 views; the loss is the
+  softmax cross-entropy of the cosine similarities / temperature, averaged
+  over the 2N anchors (Chen et al. 2020, eq. 1).
+
+  Without `axis_name` the batch is global: under `jax.jit` with the batch
+  sharded over a mesh (`jvision.parallel.jit_data_parallel`) XLA gathers the
+  negatives across devices itself. Inside `jax.pmap` or `shard_map` over
+  `axis_name`, `z1` and `z2` are the local [n, D] shards: the normalized
+  projections of all devices are all-gathered into the global candidates
+  [2N, D], the positive of local row i is global row axis_index * n + i,
+  and the local anchors' mean is `pmean`-ed so every device returns the
+  global mean (the SimCLR tf2 objective and MoCo v3). Gradients flow back
+  through the gather to the device that owns each row. Under shard_map the
+  gradient of a local shard is that of the global loss; pmap differentiates
+  the sum of the devices' outputs, so there it is num_devices times that,
+  and `pmean` of replicated parameters' gradients gives the exact global
+  gradient (the usual pmap train step).
+
+  Args:
+    z1: [N, D] projections of the first views (any float dtype; [n, D] per
+      device with `axis_name`).
+    z2: [N, D] projections of the second views, paired row by row with z1.
+    temperature: positive softmax temperature tau.
+    axis_name: name of the mapped device axis to gather negatives over, or
+      None for a global batch.
+
+  Returns:
+    Scalar float32 mean over the 2N anchors (identical on every device).
+  """
+  if z1.shape != z2.shape or z1.ndim != 2:
+    raise ValueError(
+      f"z1 and z2 must both be [N, D]; got {z1.shape} and {z2.shape}"
+    )
+  if isinstance(temperature, int | float) and temperature <= 0:
+    raise ValueError(f"temperature must be positive, got {temperature}")
+  h1 = _l2_normalize(jnp.asarray(z1, jnp.float32))  # [n, D]
+  h2 = _l2_normalize(jnp.asarray(z2, jnp.float32))  # [n, D]
+  num_local = h1.shape[0]
+  if axis_name is None:
+    g1, g2, offset = h1, h2, 0
+  else:
+    g1 = jax.lax.all_gather(h1, axis_name, tiled=True)  # [N, D]
+    g2 = jax.lax.all_gather(h2, axis_name, tiled=True)  # [N, D]
+    offset = jax.lax.axis_index(axis_name) * num_local
+  num_global = g1.shape[0]
+
+  anchors = jnp.concatenate([h1, h2])  # [2n, D]
+  candidates = jnp.concatenate([g1, g2])  # [2N, D]: all views 1, then 2
+  # HIGHEST keeps the matmul in float32 on TPU/GPU (default is bf16/TF32).
+  similarity = jnp.matmul(
+    anchors, candidates.T, precision=jax.lax.Precision.HIGHEST
+  )  # [2n, 2N]
+  logits = similarity / temperature  # [2n, 2N]
+
+  image = offset + jnp.arange(num_local)  # [n] global image index
+  self_index = jnp.concatenate([image, image + num_global])  # [2n]
+  positive_index = jnp.concatenate([image + num_global, image])  # [2n]
+  is_self = self_index[:, None] == jnp.arange(2 * num_global)  # [2n, 2N]
+  logits = jnp.where(is_self, _SELF_LOGIT, logits)  # [2n, 2N]
+  loss = softmax_cross_entropy(logits=logits, labels=positive_index)
+  if axis_name is not None:
+    loss = jax.lax.pmean(loss, axis_name)
+  return loss
