@@ -17,7 +17,7 @@ import numpy as np
 
 from jvision import checkpoint as checkpoint_lib
 from jvision import models, parallel
-from jvision.data import augment, pipeline
+from jvision.data import augment
 from jvision.data.from_config import load_split
 from jvision.evaluate import metrics as metrics_lib
 from jvision.evaluate import plots
@@ -68,14 +68,9 @@ def predict(variables, arrays, *, model, config, mesh) -> np.ndarray:
     out_shardings=parallel.replicated(mesh),
   )
   variables = parallel.replicate(variables, mesh)
-  outputs = []
-  for batch in pipeline.eval_batches(arrays, batch_size=config.eval_batch_size):
-    batch.pop("mask")
-    outputs.append(
-      np.asarray(step(variables, parallel.shard_batch(batch, mesh)))
-    )
-  num = len(next(iter(arrays.values())))
-  return np.concatenate(outputs)[:num]
+  return parallel.map_batches(
+    step, variables, arrays, mesh=mesh, batch_size=config.eval_batch_size
+  )
 
 
 def evaluate_workdir(workdir: str, split: str = "test") -> dict:

@@ -9,9 +9,12 @@ import difflib
 
 def get_trainer(name: str):
   """The `train_and_evaluate` of the trainer called `name`."""
-  from jvision.train import supervised
+  from jvision.train import simclr, supervised
 
-  trainers = {"supervised": supervised.train_and_evaluate}
+  trainers = {
+    "supervised": supervised.train_and_evaluate,
+    "simclr": simclr.train_and_evaluate,
+  }
   if name not in trainers:
     close = difflib.get_close_matches(name, trainers, n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""

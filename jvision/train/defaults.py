@@ -81,6 +81,41 @@ def supervised_config() -> ml_collections.ConfigDict:
   return config
 
 
+def simclr_config() -> ml_collections.ConfigDict:
+  """Defaults for SimCLR pretraining (`trainer="simclr"`).
+
+  The supervised keys, with SimCLR's augmentations in `augment`, LARS, and
+  the `simclr` (objective, projection head) and `knn` (monitor) sections.
+  """
+  from jvision.data import simclr_augment
+
+  config = supervised_config()
+  config.trainer = "simclr"
+  config.augment = simclr_augment.default_config()
+  config.simclr = ml_collections.ConfigDict(
+    {
+      "temperature": 0.5,
+      "proj_hidden_dims": (512,),
+      "proj_dim": 128,
+      "probe_weight": 1.0,  # online linear probe on stop-gradient features
+    }
+  )
+  config.knn = ml_collections.ConfigDict(
+    {
+      "k": 200,
+      "temperature": 0.1,
+      # Bank size cap for the periodic monitor; None: the whole train split.
+      "max_bank": config_dict.placeholder(int),
+    }
+  )
+  config.optimizer.name = "lars"
+  config.optimizer.momentum = 0.9
+  config.optimizer.weight_decay = 1e-6
+  config.optimizer.learning_rate = 1.0 * config.batch_size / 256
+  config.optimizer.warmup_steps = 100
+  return config
+
+
 def set_epochs(
   config: ml_collections.ConfigDict,
   *,

@@ -9,11 +9,13 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from jvision import checkpoint as checkpoint_lib
 from jvision import data as data_lib
-from jvision import parallel
+from jvision import optim, parallel
 from jvision.data.from_config import load_split
 from jvision.train import metric_writer
 from jvision.train import workdir as workdir_lib
+from jvision.train.state import create_train_state
 
 
 @dataclasses.dataclass
@@ -100,3 +102,49 @@ def forget_metrics_after(workdir: str, step: int) -> None:
       dropped,
       step,
     )
+
+
+@dataclasses.dataclass
+class Started:
+  """The state a trainer's loop starts from, and where it came from."""
+
+  state: object  # TrainState on the mesh
+  checkpointer: checkpoint_lib.Checkpointer
+  learning_rate_fn: object
+  start_step: int
+  source: str  # "scratch" or "checkpoint step N"
+
+
+def start_state(run: Run, model, workdir: str) -> Started:
+  """Builds the optimizer and state, records the run, resumes if it can.
+
+  Resume order: the newest checkpoint in DIR/checkpoints, else scratch.
+  """
+  config = run.config
+  learning_rate_fn = optim.create_learning_rate_fn(
+    base_learning_rate=config.optimizer.learning_rate,
+    num_train_steps=config.num_train_steps,
+    warmup_steps=config.optimizer.warmup_steps,
+    schedule=config.optimizer.schedule,
+    end_factor=config.optimizer.end_factor,
+  )
+  state = create_train_state(
+    config,
+    model,
+    image_shape=run.train.images.shape[1:],
+    learning_rate_fn=learning_rate_fn,
+  )
+  state = parallel.replicate(state, run.mesh)
+  workdir_lib.record(workdir, config)  # the config is valid: record it
+  checkpointer = checkpoint_lib.Checkpointer(
+    f"{workdir}/checkpoints",
+    max_to_keep=config.keep_checkpoints,
+    async_save=config.async_checkpointing,
+  )
+  restored = checkpointer.restore_or_init(state)
+  start_step = int(jax.device_get(restored.state.step))
+  logging.info("starting from %s (step %d)", restored.source, start_step)
+  forget_metrics_after(workdir, start_step)
+  return Started(
+    restored.state, checkpointer, learning_rate_fn, start_step, restored.source
+  )

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax.training import train_state
 
+from jvision import optim
+
 
 class TrainState(train_state.TrainState):
   """Flax's TrainState plus batch-norm statistics and the run's PRNG key.
@@ -28,3 +30,23 @@ def init_variables(model, *, image_shape, rng: jax.Array) -> dict:
     "params": variables["params"],
     "batch_stats": variables.get("batch_stats", {}),
   }
+
+
+def create_train_state(
+  config, model, *, image_shape, learning_rate_fn
+) -> TrainState:
+  """A fresh state: initial parameters from `config.seed`, optimizer, rng."""
+  init_rng, run_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  variables = init_variables(model, image_shape=image_shape, rng=init_rng)
+  tx = optim.create_optimizer(
+    config.optimizer,
+    learning_rate_fn=learning_rate_fn,
+    params=variables["params"],
+  )
+  return TrainState.create(
+    apply_fn=model.apply,
+    params=variables["params"],
+    batch_stats=variables["batch_stats"],
+    tx=tx,
+    rng=run_rng,
+  )

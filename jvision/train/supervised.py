@@ -13,38 +13,18 @@ import functools
 import jax
 import jax.numpy as jnp
 import ml_collections
-from absl import logging
 
-from jvision import checkpoint as checkpoint_lib
-from jvision import losses, models, optim, parallel
+from jvision import losses, models, parallel
 from jvision.data import augment, pipeline
 from jvision.train import loop, setup
-from jvision.train import workdir as workdir_lib
-from jvision.train.state import TrainState, init_variables
+from jvision.train.state import TrainState, create_train_state
 
-
-def create_train_state(
-  config: ml_collections.ConfigDict,
-  model,
-  *,
-  image_shape: tuple[int, int, int],
-  learning_rate_fn,
-) -> TrainState:
-  """A fresh state: initial parameters from `config.seed`, optimizer, rng."""
-  init_rng, run_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-  variables = init_variables(model, image_shape=image_shape, rng=init_rng)
-  tx = optim.create_optimizer(
-    config.optimizer,
-    learning_rate_fn=learning_rate_fn,
-    params=variables["params"],
-  )
-  return TrainState.create(
-    apply_fn=model.apply,
-    params=variables["params"],
-    batch_stats=variables["batch_stats"],
-    tx=tx,
-    rng=run_rng,
-  )
+__all__ = [
+  "create_train_state",
+  "eval_step",
+  "train_and_evaluate",
+  "train_step",
+]
 
 
 def train_step(
@@ -152,30 +132,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   model = models.create_model(
     config.model.name, num_classes=run.train.num_classes, **run.model_kwargs
   )
-  learning_rate_fn = optim.create_learning_rate_fn(
-    base_learning_rate=config.optimizer.learning_rate,
-    num_train_steps=config.num_train_steps,
-    warmup_steps=config.optimizer.warmup_steps,
-    schedule=config.optimizer.schedule,
-    end_factor=config.optimizer.end_factor,
-  )
-  state = create_train_state(
-    config,
-    model,
-    image_shape=run.train.images.shape[1:],
-    learning_rate_fn=learning_rate_fn,
-  )
-  state = parallel.replicate(state, mesh)
-  workdir_lib.record(workdir, config)  # the config is valid: record it
-  checkpointer = checkpoint_lib.Checkpointer(
-    f"{workdir}/checkpoints",
-    max_to_keep=config.keep_checkpoints,
-    async_save=config.async_checkpointing,
-  )
-  restored = checkpointer.restore_or_init(state)
-  start_step = int(jax.device_get(restored.state.step))
-  logging.info("starting from %s (step %d)", restored.source, start_step)
-  setup.forget_metrics_after(workdir, start_step)
+  started = setup.start_state(run, model, workdir)
+  learning_rate_fn = started.learning_rate_fn
 
   normalize = functools.partial(
     augment.normalize, mean=config.data.mean, std=config.data.std
@@ -198,7 +156,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   )
   eval_arrays = {"image": run.eval.images, "label": run.eval.labels}
   task = loop.Task(
-    state=restored.state,
+    state=started.state,
     train_step=parallel.jit_data_parallel(step, mesh, donate_state=True),
     train_arrays={"image": run.train.images, "label": run.train.labels},
     evaluate=functools.partial(
@@ -214,8 +172,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     workdir,
     task,
     mesh=mesh,
-    checkpointer=checkpointer,
-    start_step=start_step,
+    checkpointer=started.checkpointer,
+    start_step=started.start_step,
   )
-  checkpointer.close()
-  return {**last, "source": restored.source, "start_step": start_step}
+  started.checkpointer.close()
+  return {**last, "source": started.source, "start_step": started.start_step}

@@ -1,0 +1,232 @@
+"""SimCLR pretraining: NT-Xent on two augmented views, on device.
+
+`train_step` makes two SimCLR views of the global batch (jvision.data.
+simclr_augment), runs backbone + projection head on both with global batch
+norm, and minimises NT-Xent plus the online linear probe's cross-entropy on
+stop-gradient features (the probe never shapes the features). Every
+`eval_every_steps` a kNN monitor (k, temperature from `config.knn`) and the
+probe classify the eval split from backbone features.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from jvision import losses, models, parallel
+from jvision.data import augment, preview, simclr_augment
+from jvision.evaluate import knn
+from jvision.models.simclr import create_simclr_model
+from jvision.train import loop, setup
+from jvision.train.state import TrainState, create_train_state
+
+__all__ = [
+  "create_train_state",
+  "embed_step",
+  "train_and_evaluate",
+  "train_step",
+]
+
+
+def train_step(
+  state: TrainState,
+  batch: dict,
+  *,
+  learning_rate_fn,
+  views,
+  temperature: float,
+  probe_weight: float,
+):
+  """One SimCLR step on a global batch.
+
+  Args:
+    state: the train state of a SimCLRModel.
+    batch: {"image": uint8 [B, H, W, C], "label": int32 [B]} (labels feed
+      only the online probe).
+    learning_rate_fn: step -> learning rate (for logging).
+    views: (uint8 images, key) -> two float32 [B, H, W, C] views.
+    temperature: NT-Xent temperature.
+    probe_weight: weight of the probe's cross-entropy in the total loss.
+
+  Returns:
+    (new state, {"loss", "contrastive_loss", "probe_loss",
+    "probe_accuracy", "learning_rate"}).
+  """
+  rng = jax.random.fold_in(state.rng, state.step)
+  view1, view2 = views(batch["image"], rng)
+  x = jnp.concatenate([view1, view2])  # [2B, H, W, C]
+  labels = jnp.concatenate([batch["label"], batch["label"]])  # [2B]
+
+  def loss_fn(params):
+    out, updates = state.apply_fn(
+      {"params": params, "batch_stats": state.batch_stats},
+      x,
+      train=True,
+      mutable=["batch_stats"],
+    )
+    z1, z2 = jnp.split(out["projection"], 2)  # [B, D] each
+    contrastive = losses.nt_xent(z1=z1, z2=z2, temperature=temperature)
+    probe = losses.softmax_cross_entropy(
+      logits=out["probe_logits"], labels=labels
+    )
+    aux = (contrastive, probe, out["probe_logits"], updates["batch_stats"])
+    return contrastive + probe_weight * probe, aux
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  (loss, aux), grads = grad_fn(state.params)
+  contrastive, probe, probe_logits, batch_stats = aux
+  metrics = {
+    "loss": loss,
+    "contrastive_loss": contrastive,
+    "probe_loss": probe,
+    "probe_accuracy": losses.accuracy(logits=probe_logits, labels=labels),
+    "learning_rate": learning_rate_fn(state.step),
+  }
+  return state.apply_gradients(grads=grads, batch_stats=batch_stats), metrics
+
+
+def embed_step(state: TrainState, batch: dict, *, preprocess) -> dict:
+  """Backbone features and probe logits of un-augmented images.
+
+  Returns:
+    {"features": [B, F], "probe_logits": [B, K]}.
+  """
+  out = state.apply_fn(
+    {"params": state.params, "batch_stats": state.batch_stats},
+    preprocess(batch["image"]),
+    train=False,
+  )
+  return {"features": out["features"], "probe_logits": out["probe_logits"]}
+
+
+def evaluate(state, *, bank, queries, step_fn, mesh, config) -> dict:
+  """kNN-monitor and online-probe accuracy on the eval split."""
+  embed = functools.partial(
+    parallel.map_batches,
+    step_fn,
+    state,
+    mesh=mesh,
+    batch_size=config.eval_batch_size,
+  )
+  bank_out = embed({"image": bank.images})
+  query_out = embed({"image": queries.images})
+  predicted = knn.knn_predict(
+    bank_out["features"],
+    bank.labels,
+    query_out["features"],
+    k=config.knn.k,
+    temperature=config.knn.temperature,
+    num_classes=queries.num_classes,
+  )
+  probe_predicted = query_out["probe_logits"].argmax(-1)
+  return {
+    "knn_accuracy": float(np.mean(predicted == queries.labels)),
+    "probe_accuracy": float(np.mean(probe_predicted == queries.labels)),
+  }
+
+
+def knn_bank(train, max_bank: int | None, seed: int):
+  """The training examples the kNN monitor votes with (a seeded subset)."""
+  if max_bank is None or max_bank >= len(train):
+    return train
+  order = np.random.default_rng(seed).permutation(len(train))[:max_bank]
+  return train.take(np.sort(order))
+
+
+def write_preview(workdir, images, views_fn, rng, *, mean, std) -> None:
+  """DIR/augmentations.png: 8 training images and 4 views of each."""
+  images = images[:8]
+  views = []
+  for i in range(2):
+    pair = views_fn(images, jax.random.fold_in(rng, i))
+    views += [np.asarray(v) for v in pair]
+  path = os.path.join(workdir, "augmentations.png")
+  preview.save_view_grid(images, views, path, mean=mean, std=std)
+  logging.info("wrote the augmentation preview %s", path)
+
+
+def build_model(config, num_classes: int):
+  """The SimCLRModel of `config`: backbone + projection head + probe."""
+  model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
+  backbone = models.create_model(
+    config.model.name, num_classes=0, **model_kwargs
+  )
+  return create_simclr_model(
+    backbone,
+    num_classes=num_classes,
+    hidden_dims=config.simclr.proj_hidden_dims,
+    out_dim=config.simclr.proj_dim,
+  )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
+  """Pretrains `config` in `workdir`, resuming from its newest checkpoint.
+
+  Returns:
+    {"train": last train metrics, "eval": last monitor metrics,
+     "source": where the state came from, "start_step"}.
+  """
+  run = setup.prepare_run(config, workdir)
+  config, mesh = run.config, run.mesh
+  model = build_model(config, run.train.num_classes)
+  started = setup.start_state(run, model, workdir)
+  views = functools.partial(
+    simclr_augment.two_views,
+    config=config.augment,
+    mean=config.data.mean,
+    std=config.data.std,
+  )
+  if started.start_step == 0 and jax.process_index() == 0:
+    write_preview(
+      workdir,
+      run.train.images,
+      jax.jit(views),
+      started.state.rng,
+      mean=config.data.mean,
+      std=config.data.std,
+    )
+  step = functools.partial(
+    train_step,
+    learning_rate_fn=started.learning_rate_fn,
+    views=views,
+    temperature=config.simclr.temperature,
+    probe_weight=config.simclr.probe_weight,
+  )
+  normalize = functools.partial(
+    augment.normalize, mean=config.data.mean, std=config.data.std
+  )
+  embed_fn = jax.jit(
+    functools.partial(embed_step, preprocess=normalize),
+    in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
+    out_shardings=parallel.replicated(mesh),
+  )
+  task = loop.Task(
+    state=started.state,
+    train_step=parallel.jit_data_parallel(step, mesh, donate_state=True),
+    train_arrays={"image": run.train.images, "label": run.train.labels},
+    evaluate=functools.partial(
+      evaluate,
+      bank=knn_bank(run.train, config.knn.max_bank, config.seed),
+      queries=run.eval,
+      step_fn=embed_fn,
+      mesh=mesh,
+      config=config,
+    ),
+    images_per_example=2,
+  )
+  last = loop.run(
+    config,
+    workdir,
+    task,
+    mesh=mesh,
+    checkpointer=started.checkpointer,
+    start_step=started.start_step,
+  )
+  started.checkpointer.close()
+  return {**last, "source": started.source, "start_step": started.start_step}
