@@ -179,3 +179,22 @@ def create_optimizer(
   if clip is None:
     return tx
   return optax.chain(optax.clip_by_global_norm(clip), tx)
+
+
+def scale_by_tree(scales: Any) -> optax.GradientTransformation:
+  """Multiplies each update by its leaf of `scales` (a pytree of floats).
+
+  Chained after an optimizer this is a per-parameter learning-rate factor
+  (exact for SGD, AdamW and LARS, whose last step is the learning rate): 1
+  for a new head, e.g. 0.1 for a pretrained backbone, 0 for frozen layers.
+  """
+
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u, s: u * s, updates, scales), state
+
+  return optax.GradientTransformation(init_fn, update_fn)

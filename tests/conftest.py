@@ -12,7 +12,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
-from helpers import SHARED_DATA, tiny_config  # noqa: E402
+from helpers import (  # noqa: E402
+  SHARED_DATA,
+  tiny_config,
+  tiny_simclr_config,
+)
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +35,13 @@ def trained_workdir(tmp_path_factory) -> pathlib.Path:
   workdir = tmp_path_factory.mktemp("run") / "wd"
   supervised.train_and_evaluate(tiny_config(), str(workdir))
   return workdir
+
+
+@pytest.fixture(scope="session")
+def simclr_workdir(tmp_path_factory):
+  """(workdir, result) of a finished tiny SimCLR run."""
+  from jvision.train import simclr
+
+  workdir = tmp_path_factory.mktemp("simclr") / "wd"
+  result = simclr.train_and_evaluate(tiny_simclr_config(), str(workdir))
+  return workdir, result

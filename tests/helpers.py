@@ -33,3 +33,27 @@ def tiny_config(**overrides):
       node = node[parent]
     node[leaf] = value
   return config
+
+
+def tiny_simclr_config():
+  from jvision.train import defaults
+
+  config = defaults.simclr_config()
+  base = tiny_config()
+  config.data = base.data
+  config.model.name = "resnet_tiny"
+  config.simclr.proj_hidden_dims = (32,)
+  config.simclr.proj_dim = 16
+  config.knn.k = 20
+  for key in (
+    "batch_size",
+    "eval_batch_size",
+    "num_train_steps",
+    "log_every_steps",
+    "eval_every_steps",
+    "checkpoint_every_steps",
+    "progress_bar",
+  ):
+    config[key] = base[key]
+  config.optimizer.warmup_steps = 2
+  return config

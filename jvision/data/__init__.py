@@ -19,6 +19,7 @@ from jvision.data.labels import (
   match_classes,
 )
 from jvision.data.sources import DataSpec, load, parse_spec, splits
+from jvision.data.subsets import label_subset
 
 __all__ = [
   "ArrayDataset",
@@ -29,6 +30,7 @@ __all__ = [
   "LabelSpec",
   "builtin_label_spec",
   "decode_image",
+  "label_subset",
   "load",
   "load_label_spec",
   "match_classes",

@@ -28,6 +28,8 @@ def data_config() -> ml_collections.ConfigDict:
       # Folder sources without split folders: this part becomes "test".
       "holdout_fraction": 0.1,
       "max_per_class": config_dict.placeholder(int),  # for quick runs
+      # Class-balanced, seeded fraction of the training labels to use.
+      "label_fraction": 1.0,
       # Per-channel mean and std in [0, 1] units; None: measured on the
       # training split at start and written into DIR/config.json.
       "mean": config_dict.placeholder(tuple),
@@ -113,6 +115,25 @@ def simclr_config() -> ml_collections.ConfigDict:
   config.optimizer.weight_decay = 1e-6
   config.optimizer.learning_rate = 1.0 * config.batch_size / 256
   config.optimizer.warmup_steps = 100
+  return config
+
+
+def finetune_config() -> ml_collections.ConfigDict:
+  """Defaults for fine-tuning or probing a pretrained workdir.
+
+  `init_from` names the workdir (SimCLR or supervised) whose newest
+  checkpoint supplies the backbone; a new linear head is trained for the
+  data's classes. `finetune.mode` "linear" trains only the head on frozen
+  features (backbone batch norm in inference mode); "finetune" trains all
+  but the first `freeze_stages` stages, the backbone at
+  `backbone_lr_scale` times the head's learning rate.
+  """
+  config = supervised_config()
+  config.trainer = "finetune"
+  config.init_from = config_dict.placeholder(str)
+  config.finetune = ml_collections.ConfigDict(
+    {"mode": "finetune", "backbone_lr_scale": 0.1, "freeze_stages": 0}
+  )
   return config
 
 

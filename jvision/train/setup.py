@@ -65,6 +65,12 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   progress = config.progress_bar and jax.process_index() == 0
   train = load_split(config, config.data.train_split, progress=progress)
   evaluation = load_split(config, config.data.eval_split, progress=progress)
+  if config.data.label_fraction < 1.0:
+    train = train.take(
+      data_lib.label_subset(
+        train.labels, config.data.label_fraction, seed=config.seed
+      )
+    )
   if train.images.shape[1:] != evaluation.images.shape[1:]:
     raise ValueError(
       f"train images are {train.images.shape[1:]} but eval images are "
@@ -115,10 +121,14 @@ class Started:
   source: str  # "scratch" or "checkpoint step N"
 
 
-def start_state(run: Run, model, workdir: str) -> Started:
+def start_state(
+  run: Run, model, workdir: str, *, init_fn=None, update_scales_fn=None
+) -> Started:
   """Builds the optimizer and state, records the run, resumes if it can.
 
-  Resume order: the newest checkpoint in DIR/checkpoints, else scratch.
+  Resume order: the newest checkpoint in DIR/checkpoints, else the
+  initialisation `init_fn` gives (e.g. `config.init_from`), else scratch.
+  `init_fn` and `update_scales_fn` are passed to `create_train_state`.
   """
   config = run.config
   learning_rate_fn = optim.create_learning_rate_fn(
@@ -133,6 +143,8 @@ def start_state(run: Run, model, workdir: str) -> Started:
     model,
     image_shape=run.train.images.shape[1:],
     learning_rate_fn=learning_rate_fn,
+    init_fn=init_fn,
+    update_scales_fn=update_scales_fn,
   )
   state = parallel.replicate(state, run.mesh)
   workdir_lib.record(workdir, config)  # the config is valid: record it
@@ -142,6 +154,8 @@ def start_state(run: Run, model, workdir: str) -> Started:
     async_save=config.async_checkpointing,
   )
   restored = checkpointer.restore_or_init(state)
+  if restored.source == "scratch" and init_fn is not None:
+    restored.source = getattr(init_fn, "source", "initialisation")
   start_step = int(jax.device_get(restored.state.step))
   logging.info("starting from %s (step %d)", restored.source, start_step)
   forget_metrics_after(workdir, start_step)

@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax.training import train_state
 
 from jvision import optim
@@ -33,16 +34,39 @@ def init_variables(model, *, image_shape, rng: jax.Array) -> dict:
 
 
 def create_train_state(
-  config, model, *, image_shape, learning_rate_fn
+  config,
+  model,
+  *,
+  image_shape,
+  learning_rate_fn,
+  init_fn=None,
+  update_scales_fn=None,
 ) -> TrainState:
-  """A fresh state: initial parameters from `config.seed`, optimizer, rng."""
+  """A fresh state: initial parameters from `config.seed`, optimizer, rng.
+
+  Args:
+    config: the run's config (seed, optimizer).
+    model: the flax module.
+    image_shape: [H, W, C] of one input image.
+    learning_rate_fn: the schedule.
+    init_fn: optional `variables -> variables`, e.g. loading pretrained
+      weights into the fresh ones.
+    update_scales_fn: optional `params -> pytree of floats`, per-parameter
+      learning-rate factors (`optim.scale_by_tree`).
+  """
   init_rng, run_rng = jax.random.split(jax.random.PRNGKey(config.seed))
   variables = init_variables(model, image_shape=image_shape, rng=init_rng)
+  if init_fn is not None:
+    variables = init_fn(variables)
   tx = optim.create_optimizer(
     config.optimizer,
     learning_rate_fn=learning_rate_fn,
     params=variables["params"],
   )
+  if update_scales_fn is not None:
+    tx = optax.chain(
+      tx, optim.scale_by_tree(update_scales_fn(variables["params"]))
+    )
   return TrainState.create(
     apply_fn=model.apply,
     params=variables["params"],

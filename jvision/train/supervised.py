@@ -34,6 +34,8 @@ def train_step(
   learning_rate_fn,
   preprocess,
   label_smoothing: float,
+  bn_train: bool = True,
+  frozen=None,
 ):
   """One optimisation step on a global batch.
 
@@ -43,6 +45,11 @@ def train_step(
     learning_rate_fn: step -> learning rate (for logging).
     preprocess: (uint8 images, key) -> float32 [B, H, W, C] training views.
     label_smoothing: cross-entropy label smoothing.
+    bn_train: batch norm uses (and updates) batch statistics; False keeps
+      the running statistics (a frozen backbone under a linear probe).
+    frozen: optional `params -> pytree of floats`; parameters whose factor
+      is 0 are held constant (stop_gradient), so no backward pass is spent
+      on them.
 
   Returns:
     (new state, {"loss", "accuracy", "learning_rate"} scalars).
@@ -52,16 +59,25 @@ def train_step(
   labels = batch["label"]  # [B]
 
   def loss_fn(params):
-    logits, updates = state.apply_fn(
-      {"params": params, "batch_stats": state.batch_stats},
-      x,
-      train=True,
-      mutable=["batch_stats"],
-    )  # logits: [B, K]
+    if frozen is not None:
+      params = jax.tree.map(
+        lambda p, s: jax.lax.stop_gradient(p) if s == 0 else p,
+        params,
+        frozen(params),
+      )
+    variables = {"params": params, "batch_stats": state.batch_stats}
+    if bn_train:
+      logits, updates = state.apply_fn(
+        variables, x, train=True, mutable=["batch_stats"]
+      )  # [B, K]
+      batch_stats = updates.get("batch_stats", {})
+    else:
+      logits = state.apply_fn(variables, x, train=False)  # [B, K]
+      batch_stats = state.batch_stats
     loss = losses.softmax_cross_entropy(
       logits=logits, labels=labels, label_smoothing=label_smoothing
     )
-    return loss, (logits, updates.get("batch_stats", {}))
+    return loss, (logits, batch_stats)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   (loss, (logits, batch_stats)), grads = grad_fn(state.params)

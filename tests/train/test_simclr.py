@@ -4,37 +4,11 @@ import json
 import math
 
 import numpy as np
-from helpers import tiny_config
 from PIL import Image
 
-from jvision.train import defaults, simclr
 
-
-def tiny_simclr_config():
-  config = defaults.simclr_config()
-  base = tiny_config()
-  config.data = base.data
-  config.model.name = "resnet_tiny"
-  config.simclr.proj_hidden_dims = (32,)
-  config.simclr.proj_dim = 16
-  config.knn.k = 20
-  for key in (
-    "batch_size",
-    "eval_batch_size",
-    "num_train_steps",
-    "log_every_steps",
-    "eval_every_steps",
-    "checkpoint_every_steps",
-    "progress_bar",
-  ):
-    config[key] = base[key]
-  config.optimizer.warmup_steps = 2
-  return config
-
-
-def test_pretraining_run_logs_contrastive_knn_and_probe(tmp_path):
-  workdir = tmp_path / "simclr"
-  result = simclr.train_and_evaluate(tiny_simclr_config(), str(workdir))
+def test_pretraining_run_logs_contrastive_knn_and_probe(simclr_workdir):
+  workdir, result = simclr_workdir
   records = [
     json.loads(line)
     for line in (workdir / "metrics.jsonl").read_text().splitlines()

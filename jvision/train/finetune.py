@@ -1,0 +1,241 @@
+"""Fine-tuning and linear probing of a pretrained backbone.
+
+`config.init_from` names a workdir (SimCLR or supervised); its newest
+checkpoint's backbone is loaded into a classifier with a new linear head for
+this data's classes. Modes (`config.finetune.mode`):
+
+  linear    only the head trains, on frozen features: the backbone runs in
+            inference mode (batch-norm running statistics) under
+            stop_gradient.
+  finetune  everything trains except the first `freeze_stages` stages
+            (stem + stages 1..k); the backbone's learning rate is
+            `backbone_lr_scale` times the head's.
+
+The train and eval steps are the supervised ones; only the state (which
+parameters load, which train, at what rate) and the batch-norm mode differ.
+Resume order: the newest checkpoint of this workdir, then `init_from`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+
+import jax
+import ml_collections
+import numpy as np
+
+from jvision import checkpoint as checkpoint_lib
+from jvision import models, parallel
+from jvision.data import augment
+from jvision.evaluate import workdir as eval_workdir
+from jvision.train import loop, setup, supervised
+
+HEAD = "head"
+
+
+class CheckpointMismatchError(ValueError):
+  """A pretrained checkpoint does not fit the model being fine-tuned."""
+
+
+def _flat(tree, prefix=()) -> dict:
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in tree.items():
+      out.update(_flat(value, (*prefix, key)))
+    return out
+  return {"/".join(prefix): tree}
+
+
+def _unflat(flat: dict) -> dict:
+  tree = {}
+  for path, value in flat.items():
+    node = tree
+    *parents, leaf = path.split("/")
+    for parent in parents:
+      node = node.setdefault(parent, {})
+    node[leaf] = value
+  return tree
+
+
+def pretrained_backbone(workdir: str) -> tuple[dict, dict, str]:
+  """(params, batch_stats, description) of a workdir's newest backbone.
+
+  SimCLR runs keep it under "backbone"; supervised runs are the backbone
+  plus a "head" that is dropped.
+  """
+  config = eval_workdir.read_config(workdir)
+  ckpt = checkpoint_lib.Checkpointer(
+    os.path.join(workdir, "checkpoints"), async_save=False
+  )
+  step = ckpt.latest_step()
+  if step is None:
+    raise FileNotFoundError(
+      f"config.init_from={workdir} has no checkpoint in {workdir}/checkpoints"
+    )
+  state = ckpt.restore_raw(step)
+  ckpt.close()
+  params, stats = state["params"], state.get("batch_stats") or {}
+  if config.trainer == "simclr":
+    params, stats = params["backbone"], stats.get("backbone", {})
+  else:
+    params = {k: v for k, v in params.items() if k != HEAD}
+  source = f"init_from {workdir} ({config.trainer}, step {step})"
+  return params, stats, source
+
+
+def merge_backbone(fresh: dict, pretrained: dict, *, what: str) -> dict:
+  """`fresh` with every non-head leaf replaced by the pretrained one.
+
+  Raises:
+    CheckpointMismatchError: listing the parameters missing from the
+      checkpoint, those it has in excess, and those whose shapes differ.
+  """
+  fresh_flat, pre_flat = _flat(fresh), _flat(pretrained)
+  wanted = {p for p in fresh_flat if p.split("/")[0] != HEAD}
+  missing = sorted(wanted - set(pre_flat))
+  unexpected = sorted(set(pre_flat) - wanted)
+  shapes = sorted(
+    f"{p}: checkpoint {tuple(np.shape(pre_flat[p]))}, model "
+    f"{tuple(np.shape(fresh_flat[p]))}"
+    for p in wanted & set(pre_flat)
+    if np.shape(pre_flat[p]) != np.shape(fresh_flat[p])
+  )
+  if missing or unexpected or shapes:
+    lines = [f"the pretrained {what} does not fit this model:"]
+    for title, items in (
+      ("missing from the checkpoint", missing),
+      ("in the checkpoint but not the model", unexpected),
+      ("shape differs", shapes),
+    ):
+      if items:
+        lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:20]))
+    raise CheckpointMismatchError("\n".join(lines))
+  merged = {
+    p: (pre_flat[p] if p in wanted else v) for p, v in fresh_flat.items()
+  }
+  return _unflat(merged)
+
+
+def stage_index(top_level_name: str) -> int | None:
+  """Depth of a backbone layer: stem 0, ResNet stage i or CNN layer i."""
+  if top_level_name.startswith("stem"):
+    return 0
+  match = re.match(r"(?:stage|conv|fc)(\d+)", top_level_name)
+  if match is None:
+    return None
+  offset = 2 if top_level_name.startswith("fc") else 0  # after conv1, conv2
+  return int(match.group(1)) + offset
+
+
+def update_scales(params: dict, finetune) -> dict:
+  """Per-parameter learning-rate factors for `finetune`'s mode."""
+
+  def scale(path, _):
+    name = path[0].key
+    if name == HEAD:
+      return 1.0
+    if finetune.mode == "linear":
+      return 0.0
+    stage = stage_index(name)
+    if stage is not None and stage <= finetune.freeze_stages:
+      return 0.0 if finetune.freeze_stages > 0 else finetune.backbone_lr_scale
+    return finetune.backbone_lr_scale
+
+  return jax.tree_util.tree_map_with_path(scale, params)
+
+
+def make_init_fn(workdir: str):
+  """`variables -> variables` loading `workdir`'s backbone (with .source)."""
+  params, stats, source = pretrained_backbone(workdir)
+
+  def init(variables):
+    out = {
+      "params": merge_backbone(
+        variables["params"], params, what=f"backbone of {workdir}"
+      ),
+      "batch_stats": variables["batch_stats"],
+    }
+    if variables["batch_stats"]:
+      out["batch_stats"] = merge_backbone(
+        variables["batch_stats"], stats, what=f"batch statistics of {workdir}"
+      )
+    return out
+
+  init.source = source
+  return init
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
+  """Fine-tunes or probes `config.init_from` in `workdir`.
+
+  Returns:
+    {"train", "eval", "source", "start_step"} like the supervised trainer.
+  """
+  if not config.init_from:
+    raise ValueError(
+      "config.init_from must name a pretrained workdir (--config.init_from=DIR)"
+    )
+  if config.finetune.mode not in ("linear", "finetune"):
+    raise ValueError(
+      f"config.finetune.mode={config.finetune.mode!r}; use linear or finetune"
+    )
+  run = setup.prepare_run(config, workdir)
+  config, mesh = run.config, run.mesh
+  model = models.create_model(
+    config.model.name, num_classes=run.train.num_classes, **run.model_kwargs
+  )
+  started = setup.start_state(
+    run,
+    model,
+    workdir,
+    init_fn=make_init_fn(config.init_from),
+    update_scales_fn=functools.partial(update_scales, finetune=config.finetune),
+  )
+  linear = config.finetune.mode == "linear"
+  step = functools.partial(
+    supervised.train_step,
+    learning_rate_fn=started.learning_rate_fn,
+    preprocess=functools.partial(
+      augment.train_preprocess,
+      mean=config.data.mean,
+      std=config.data.std,
+      crop_padding=config.augment.crop_padding,
+      flip=config.augment.flip,
+    ),
+    label_smoothing=config.loss.label_smoothing,
+    bn_train=not linear,
+    frozen=(
+      functools.partial(update_scales, finetune=config.finetune)
+      if linear or config.finetune.freeze_stages
+      else None
+    ),
+  )
+  normalize = functools.partial(
+    augment.normalize, mean=config.data.mean, std=config.data.std
+  )
+  task = loop.Task(
+    state=started.state,
+    train_step=parallel.jit_data_parallel(step, mesh, donate_state=True),
+    train_arrays={"image": run.train.images, "label": run.train.labels},
+    evaluate=functools.partial(
+      supervised.evaluate,
+      arrays={"image": run.eval.images, "label": run.eval.labels},
+      step_fn=parallel.jit_data_parallel(
+        functools.partial(supervised.eval_step, preprocess=normalize), mesh
+      ),
+      mesh=mesh,
+      batch_size=config.eval_batch_size,
+    ),
+  )
+  last = loop.run(
+    config,
+    workdir,
+    task,
+    mesh=mesh,
+    checkpointer=started.checkpointer,
+    start_step=started.start_step,
+  )
+  started.checkpointer.close()
+  return {**last, "source": started.source, "start_step": started.start_step}

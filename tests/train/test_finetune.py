@@ -1,0 +1,105 @@
+"""Tests for jvision/train/finetune.py: loading, freezing, probing."""
+
+import jax
+import numpy as np
+import pytest
+from helpers import tiny_config
+
+from jvision import checkpoint
+from jvision.train import defaults, finetune
+
+
+def _config(init_from, **overrides):
+  config = defaults.finetune_config()
+  base = tiny_config(**{"eval_every_steps": 0, **overrides})
+  for key in base:
+    config[key] = base[key]
+  config.trainer = "finetune"
+  config.init_from = str(init_from)
+  return config
+
+
+def _params(workdir):
+  raw = checkpoint.Checkpointer(str(workdir / "checkpoints")).restore_raw()
+  return raw["params"], raw.get("batch_stats") or {}
+
+
+def _same(a, b):
+  return all(
+    np.array_equal(x, y)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+  )
+
+
+def test_linear_probe_keeps_the_backbone_and_its_statistics(
+  simclr_workdir, tmp_path
+):
+  pretrained, _ = simclr_workdir
+  config = _config(pretrained, **{"model.name": "resnet_tiny"})
+  config.finetune.mode = "linear"
+  result = finetune.train_and_evaluate(config, str(tmp_path / "probe"))
+  assert result["source"].startswith(f"init_from {pretrained} (simclr")
+  params, stats = _params(tmp_path / "probe")
+  pre_params, pre_stats = _params(pretrained)
+  assert _same(
+    {k: v for k, v in params.items() if k != "head"}, pre_params["backbone"]
+  )
+  assert _same(stats, pre_stats["backbone"])
+  assert params["head"]["kernel"].shape == (64, 10)
+
+
+def test_freezing_the_first_stage_trains_the_rest(simclr_workdir, tmp_path):
+  pretrained, _ = simclr_workdir
+  config = _config(pretrained, **{"model.name": "resnet_tiny"})
+  config.finetune.freeze_stages = 1
+  finetune.train_and_evaluate(config, str(tmp_path / "ft"))
+  params, _ = _params(tmp_path / "ft")
+  pre = _params(pretrained)[0]["backbone"]
+  for name in ("stem_conv", "stage1_block1"):
+    assert _same(params[name], pre[name]), name
+  for name in ("stage2_block1", "stage4_block1"):
+    assert not _same(params[name], pre[name]), name
+
+
+def test_supervised_workdir_backbone_loads_without_its_head(
+  trained_workdir, tmp_path
+):
+  config = _config(trained_workdir)
+  result = finetune.train_and_evaluate(config, str(tmp_path / "ft"))
+  assert "supervised" in result["source"]
+
+
+def test_mismatched_model_lists_the_parameters(simclr_workdir, tmp_path):
+  pretrained, _ = simclr_workdir
+  config = _config(pretrained, **{"model.name": "resnet18"})
+  config.model.width = 0.125
+  config.model.stem = "cifar"
+  with pytest.raises(finetune.CheckpointMismatchError) as error:
+    finetune.train_and_evaluate(config, str(tmp_path / "bad"))
+  message = str(error.value)
+  assert "missing from the checkpoint" in message
+  assert "stem_conv/kernel: checkpoint (7, 7, 1, 8), model (3, 3, 1, 8)" in (
+    message
+  )  # resnet_tiny has the ImageNet stem, this model the CIFAR one
+
+
+def test_update_scales_by_mode():
+  params = {
+    "stem_conv": {"kernel": 1},
+    "stage1_block0": {"w": 1},
+    "stage2_block0": {"w": 1},
+    "head": {"kernel": 1},
+  }
+  ft = defaults.finetune_config().finetune
+  ft.freeze_stages = 1
+  scales = finetune.update_scales(params, ft)
+  assert scales == {
+    "stem_conv": {"kernel": 0.0},
+    "stage1_block0": {"w": 0.0},
+    "stage2_block0": {"w": 0.1},
+    "head": {"kernel": 1.0},
+  }
+  ft.mode = "linear"
+  assert finetune.update_scales(params, ft)["stage2_block0"] == {"w": 0.0}
+  cnn = {"conv1": 1, "conv2": 1, "fc1": 1, "fc2": 1}
+  assert [finetune.stage_index(k) for k in cnn] == [1, 2, 3, 4]
