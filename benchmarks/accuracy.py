@@ -53,11 +53,18 @@ def main(argv):
       }
     )
     print(f"{name} seed {seed}: accuracy {report['accuracy']:.4f}")
+    path = _save(name, config_path, runs)  # after every seed: partial too
+  print("saved", path)
+
+
+def _save(name: str, config_path: str, runs: list[dict]):
+  """Writes the seeds finished so far with their mean and spread."""
   accuracies = [r["test_accuracy"] for r in runs]
   std = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
   record = {
     "config": config_path,
     "resolved_config": _CONFIG.value.to_dict(),
+    "seeds_requested": [int(s) for s in _SEEDS.value],
     "runs": runs,
     "mean_test_accuracy": statistics.mean(accuracies),
     "std_test_accuracy": std,
@@ -70,7 +77,7 @@ def main(argv):
     f"{name}: {100 * record['mean_test_accuracy']:.2f} +- {100 * std:.2f}% "
     f"over {len(runs)} seeds"
   )
-  print("saved", common.save(f"accuracy_{name}", record))
+  return common.save(f"accuracy_{name}", record)
 
 
 if __name__ == "__main__":

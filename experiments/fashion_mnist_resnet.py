@@ -30,7 +30,7 @@ def get_config(arg: str | None = None):
   config.optimizer.weight_decay = 5e-4
   config.loss.label_smoothing = 0.1
   defaults.set_epochs(
-    config, epochs=10, train_examples=60_000, eval_every_epochs=2
+    config, epochs=15, train_examples=60_000, eval_every_epochs=3
   )
   defaults.apply_runlocal(config, arg, steps=50)
   if arg == "runlocal":
