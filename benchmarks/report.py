@@ -26,6 +26,8 @@ def _machine(record: dict) -> str:
 
 def accuracy_rows(name: str, record: dict) -> list[str]:
   n = len(record["runs"])
+  requested = len(record.get("seeds_requested", record["runs"]))
+  seeds = f"{n} seeds" if n == requested else f"{n} of {requested} seeds"
   minutes = sum(r["train_seconds"] for r in record["runs"]) / n / 60
   value = (
     f"{100 * record['mean_test_accuracy']:.2f} ± "

@@ -10,8 +10,11 @@ instead of 92.3% with this recipe). SGD with Nesterov momentum, one epoch of
 warmup then cosine decay, random 2-pixel shifts and horizontal flips,
 30 epochs.
 
-Measured (2-core CPU, see benchmarks/results/accuracy.json): filled in by
-benchmarks/accuracy.py.
+Measured on the 2-core AMD EPYC CPU (benchmarks/results/
+accuracy_fashion_mnist_cnn.json): 92.24 +- 0.11% test accuracy over seeds
+0, 1, 2 (92.27, 92.33, 92.11). `jvision demo` (this recipe, one process on an
+otherwise idle machine) takes 3.1 min end to end (benchmarks/results/
+demo.json).
 
 `jvision demo` runs this recipe as it is. Argument "runlocal": a quick check.
 """
