@@ -34,7 +34,7 @@ def accuracy_rows(name: str, record: dict) -> list[str]:
     f"{100 * record['std_test_accuracy']:.2f}% test accuracy"
   )
   return [
-    f"| `{record['config']}` | {value} ({n} seeds; {minutes:.1f} min "
+    f"| `{record['config']}` | {value} ({seeds}; {minutes:.1f} min "
     f"training each) | {_machine(record)} | {record['machine']['date']} | "
     f"{record['method']} |"
   ]
