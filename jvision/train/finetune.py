@@ -27,10 +27,9 @@ import ml_collections
 import numpy as np
 
 from jvision import checkpoint as checkpoint_lib
-from jvision import models, parallel
-from jvision.data import augment
+from jvision import models
 from jvision.evaluate import workdir as eval_workdir
-from jvision.train import loop, setup, supervised
+from jvision.train import setup, supervised
 
 HEAD = "head"
 
@@ -182,60 +181,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
       f"config.finetune.mode={config.finetune.mode!r}; use linear or finetune"
     )
   run = setup.prepare_run(config, workdir)
-  config, mesh = run.config, run.mesh
+  config = run.config
   model = models.create_model(
     config.model.name, num_classes=run.train.num_classes, **run.model_kwargs
   )
+  scales = functools.partial(update_scales, finetune=config.finetune)
   started = setup.start_state(
     run,
     model,
     workdir,
     init_fn=make_init_fn(config.init_from),
-    update_scales_fn=functools.partial(update_scales, finetune=config.finetune),
+    update_scales_fn=scales,
   )
   linear = config.finetune.mode == "linear"
-  step = functools.partial(
-    supervised.train_step,
-    learning_rate_fn=started.learning_rate_fn,
-    preprocess=functools.partial(
-      augment.train_preprocess,
-      mean=config.data.mean,
-      std=config.data.std,
-      crop_padding=config.augment.crop_padding,
-      flip=config.augment.flip,
-    ),
-    label_smoothing=config.loss.label_smoothing,
+  task = supervised.build_task(
+    run,
+    started,
     bn_train=not linear,
-    frozen=(
-      functools.partial(update_scales, finetune=config.finetune)
-      if linear or config.finetune.freeze_stages
-      else None
-    ),
+    frozen=scales if linear or config.finetune.freeze_stages else None,
   )
-  normalize = functools.partial(
-    augment.normalize, mean=config.data.mean, std=config.data.std
-  )
-  task = loop.Task(
-    state=started.state,
-    train_step=parallel.jit_data_parallel(step, mesh, donate_state=True),
-    train_arrays={"image": run.train.images, "label": run.train.labels},
-    evaluate=functools.partial(
-      supervised.evaluate,
-      arrays={"image": run.eval.images, "label": run.eval.labels},
-      step_fn=parallel.jit_data_parallel(
-        functools.partial(supervised.eval_step, preprocess=normalize), mesh
-      ),
-      mesh=mesh,
-      batch_size=config.eval_batch_size,
-    ),
-  )
-  last = loop.run(
-    config,
-    workdir,
-    task,
-    mesh=mesh,
-    checkpointer=started.checkpointer,
-    start_step=started.start_step,
-  )
-  started.checkpointer.close()
-  return {**last, "source": started.source, "start_step": started.start_step}
+  return setup.run_loop(run, started, task, workdir)

@@ -162,3 +162,23 @@ def start_state(
   return Started(
     restored.state, checkpointer, learning_rate_fn, start_step, restored.source
   )
+
+
+def run_loop(run: Run, started: Started, task, workdir: str) -> dict:
+  """Runs `task` from `started` to the end; closes the checkpointer.
+
+  Returns:
+    {"train", "eval": last logged metrics, "source", "start_step"}.
+  """
+  from jvision.train import loop
+
+  last = loop.run(
+    run.config,
+    workdir,
+    task,
+    mesh=run.mesh,
+    checkpointer=started.checkpointer,
+    start_step=started.start_step,
+  )
+  started.checkpointer.close()
+  return {**last, "source": started.source, "start_step": started.start_step}

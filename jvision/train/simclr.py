@@ -220,13 +220,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     ),
     images_per_example=2,
   )
-  last = loop.run(
-    config,
-    workdir,
-    task,
-    mesh=mesh,
-    checkpointer=started.checkpointer,
-    start_step=started.start_step,
-  )
-  started.checkpointer.close()
-  return {**last, "source": started.source, "start_step": started.start_step}
+  return setup.run_loop(run, started, task, workdir)

@@ -136,60 +136,59 @@ def evaluate(state, arrays, *, step_fn, mesh, batch_size: int) -> dict:
   }
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
-  """Trains `config` in `workdir`, resuming from its newest checkpoint.
+def build_task(run, started, *, bn_train: bool = True, frozen=None):
+  """The supervised loop task: compiled train and eval steps on `run`'s data.
 
-  Returns:
-    {"train": last train metrics, "eval": last eval metrics,
-     "source": where the state came from}.
+  `bn_train` and `frozen` are passed to `train_step` (the fine-tune trainer
+  freezes parameters and batch norm with them).
   """
-  run = setup.prepare_run(config, workdir)
   config, mesh = run.config, run.mesh
-  model = models.create_model(
-    config.model.name, num_classes=run.train.num_classes, **run.model_kwargs
-  )
-  started = setup.start_state(run, model, workdir)
-  learning_rate_fn = started.learning_rate_fn
-
-  normalize = functools.partial(
-    augment.normalize, mean=config.data.mean, std=config.data.std
-  )
-  preprocess = functools.partial(
-    augment.train_preprocess,
-    mean=config.data.mean,
-    std=config.data.std,
-    crop_padding=config.augment.crop_padding,
-    flip=config.augment.flip,
-  )
   step = functools.partial(
     train_step,
-    learning_rate_fn=learning_rate_fn,
-    preprocess=preprocess,
+    learning_rate_fn=started.learning_rate_fn,
+    preprocess=functools.partial(
+      augment.train_preprocess,
+      mean=config.data.mean,
+      std=config.data.std,
+      crop_padding=config.augment.crop_padding,
+      flip=config.augment.flip,
+    ),
     label_smoothing=config.loss.label_smoothing,
+    bn_train=bn_train,
+    frozen=frozen,
+  )
+  normalize = functools.partial(
+    augment.normalize, mean=config.data.mean, std=config.data.std
   )
   p_eval = parallel.jit_data_parallel(
     functools.partial(eval_step, preprocess=normalize), mesh
   )
-  eval_arrays = {"image": run.eval.images, "label": run.eval.labels}
-  task = loop.Task(
+  return loop.Task(
     state=started.state,
     train_step=parallel.jit_data_parallel(step, mesh, donate_state=True),
     train_arrays={"image": run.train.images, "label": run.train.labels},
     evaluate=functools.partial(
       evaluate,
-      arrays=eval_arrays,
+      arrays={"image": run.eval.images, "label": run.eval.labels},
       step_fn=p_eval,
       mesh=mesh,
       batch_size=config.eval_batch_size,
     ),
   )
-  last = loop.run(
-    config,
-    workdir,
-    task,
-    mesh=mesh,
-    checkpointer=started.checkpointer,
-    start_step=started.start_step,
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
+  """Trains `config` in `workdir`, resuming from its newest checkpoint.
+
+  Returns:
+    {"train": last train metrics, "eval": last eval metrics,
+     "source": where the state came from, "start_step"}.
+  """
+  run = setup.prepare_run(config, workdir)
+  model = models.create_model(
+    run.config.model.name,
+    num_classes=run.train.num_classes,
+    **run.model_kwargs,
   )
-  started.checkpointer.close()
-  return {**last, "source": started.source, "start_step": started.start_step}
+  started = setup.start_state(run, model, workdir)
+  return setup.run_loop(run, started, build_task(run, started), workdir)
