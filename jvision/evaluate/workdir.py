@@ -80,6 +80,13 @@ def evaluate_workdir(workdir: str, split: str = "test") -> dict:
     The metrics dict written to DIR/eval/metrics.json.
   """
   config = read_config(workdir)
+  if config.trainer == "simclr":
+    raise ValueError(
+      f"{workdir} holds SimCLR pretraining, which has no classifier to "
+      "evaluate; its kNN and online-probe accuracies are in metrics.jsonl. "
+      "Train one with --config=experiments/...finetune... "
+      f"--config.init_from={workdir} (mode linear or finetune)"
+    )
   dataset = load_split(config, split)
   model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
   model = models.create_model(

@@ -25,3 +25,9 @@ def test_eval_writes_metrics_and_plots(trained_workdir):
 def test_eval_of_a_non_workdir_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="not a jvision workdir"):
     eval_workdir.evaluate_workdir(str(tmp_path), "test")
+
+
+def test_eval_of_a_simclr_workdir_points_to_finetuning(simclr_workdir):
+  workdir, _ = simclr_workdir
+  with pytest.raises(ValueError, match="init_from="):
+    eval_workdir.evaluate_workdir(str(workdir), "test")
