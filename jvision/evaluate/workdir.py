@@ -84,8 +84,9 @@ def evaluate_workdir(workdir: str, split: str = "test") -> dict:
     raise ValueError(
       f"{workdir} holds SimCLR pretraining, which has no classifier to "
       "evaluate; its kNN and online-probe accuracies are in metrics.jsonl. "
-      "Train one with --config=experiments/...finetune... "
-      f"--config.init_from={workdir} (mode linear or finetune)"
+      "Train a classifier on it with a fine-tune config "
+      "(jvision.train.defaults.finetune_config) and "
+      f"--config.init_from={workdir}"
     )
   dataset = load_split(config, split)
   model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
