@@ -4,6 +4,19 @@ import pathlib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# CIFAR-10 classes in label order (../shared/data/README.md).
+CIFAR_NAMES = (
+  "airplane",
+  "automobile",
+  "bird",
+  "cat",
+  "deer",
+  "dog",
+  "frog",
+  "horse",
+  "ship",
+  "truck",
+)
 
 
 def tiny_config(**overrides):

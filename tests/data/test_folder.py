@@ -8,24 +8,12 @@ import logging
 
 import numpy as np
 import pytest
+from helpers import CIFAR_NAMES
 
 from jvision.data import cache, folder, labels
 from jvision.data.dataset import DataError
 
 pytestmark = pytest.mark.usefixtures("data_cache")
-
-CIFAR_NAMES = (
-  "airplane",
-  "automobile",
-  "bird",
-  "cat",
-  "deer",
-  "dog",
-  "frog",
-  "horse",
-  "ship",
-  "truck",
-)
 
 
 def _load(path, split, **kwargs):

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from helpers import CIFAR_NAMES
 
 from jvision.data import labels
 from jvision.data.dataset import DataError
@@ -18,18 +19,6 @@ FASHION_NAMES = (
   "sneaker",
   "bag",
   "ankle_boot",
-)
-CIFAR_NAMES = (
-  "airplane",
-  "automobile",
-  "bird",
-  "cat",
-  "deer",
-  "dog",
-  "frog",
-  "horse",
-  "ship",
-  "truck",
 )
 
 
