@@ -4,6 +4,19 @@ import pathlib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# Fashion-MNIST classes in label order (the built-in label spec).
+FASHION_NAMES = (
+  "t-shirt_top",
+  "trouser",
+  "pullover",
+  "dress",
+  "coat",
+  "sandal",
+  "shirt",
+  "sneaker",
+  "bag",
+  "ankle_boot",
+)
 # CIFAR-10 classes in label order (../shared/data/README.md).
 CIFAR_NAMES = (
   "airplane",

@@ -35,6 +35,18 @@ def _check_range(ids: np.ndarray, num_classes: int, name: str) -> None:
     )
 
 
+def _paired_ids(labels, predictions):
+  """Both as int class-id vectors of one length, or a ValueError."""
+  labels = _as_class_ids(labels, "labels")
+  predictions = _as_class_ids(predictions, "predictions")
+  if labels.shape != predictions.shape:
+    raise ValueError(
+      f"labels and predictions differ in length: {labels.shape[0]} vs "
+      f"{predictions.shape[0]}."
+    )
+  return labels, predictions
+
+
 def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
   """Counts (true class, predicted class) pairs.
 
@@ -49,13 +61,7 @@ def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
   """
   if num_classes < 1:
     raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
-  labels = _as_class_ids(labels, "labels")
-  predictions = _as_class_ids(predictions, "predictions")
-  if labels.shape != predictions.shape:
-    raise ValueError(
-      f"labels and predictions differ in length: {labels.shape[0]} vs "
-      f"{predictions.shape[0]}."
-    )
+  labels, predictions = _paired_ids(labels, predictions)
   _check_range(labels, num_classes, "labels")
   _check_range(predictions, num_classes, "predictions")
   flat = labels * num_classes + predictions  # [N]
@@ -108,13 +114,7 @@ def accuracy(labels, predictions) -> float:
   Returns:
     The accuracy in [0, 1]; raises ValueError for N == 0.
   """
-  labels = _as_class_ids(labels, "labels")
-  predictions = _as_class_ids(predictions, "predictions")
-  if labels.shape != predictions.shape:
-    raise ValueError(
-      f"labels and predictions differ in length: {labels.shape[0]} vs "
-      f"{predictions.shape[0]}."
-    )
+  labels, predictions = _paired_ids(labels, predictions)
   if labels.size == 0:
     raise ValueError("accuracy of zero examples is undefined.")
   return float(np.mean(labels == predictions))

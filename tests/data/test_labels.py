@@ -3,23 +3,10 @@
 import json
 
 import pytest
-from helpers import CIFAR_NAMES
+from helpers import CIFAR_NAMES, FASHION_NAMES
 
 from jvision.data import labels
 from jvision.data.dataset import DataError
-
-FASHION_NAMES = (
-  "t-shirt_top",
-  "trouser",
-  "pullover",
-  "dress",
-  "coat",
-  "sandal",
-  "shirt",
-  "sneaker",
-  "bag",
-  "ankle_boot",
-)
 
 
 def _spec(classes, **top):

@@ -5,23 +5,11 @@ import math
 
 import numpy as np
 import pytest
+from helpers import FASHION_NAMES
 from matplotlib import colormaps
 from PIL import Image
 
 from jvision.evaluate import plots
-
-FASHION_NAMES = [
-  "t-shirt_top",
-  "trouser",
-  "pullover",
-  "dress",
-  "coat",
-  "sandal",
-  "shirt",
-  "sneaker",
-  "bag",
-  "ankle_boot",
-]
 
 
 def _assert_png(path, min_side=300, max_side=4000):
