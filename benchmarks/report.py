@@ -57,14 +57,42 @@ def throughput_rows(record: dict) -> list[str]:
   return rows
 
 
+def _pct(fraction: float) -> str:
+  return f"{fraction * 100:g}%"
+
+
 def demo_rows(record: dict) -> list[str]:
-  value = (
-    f"{record['wall_seconds'] / 60:.1f} min, "
-    f"{100 * record['test_accuracy']:.2f}% test accuracy"
+  accuracies = "; ".join(
+    f"{r['method']} {_pct(r['label_fraction'])} labels "
+    f"{100 * r['test_accuracy']:.2f}%"
+    for r in record["summary"]
   )
+  value = f"{record['wall_seconds'] / 60:.1f} min; {accuracies}"
   return [
     f"| `jvision demo` | {value} | {_machine(record)} | "
     f"{record['machine']['date']} | {record['method']} |"
+  ]
+
+
+def simclr_rows(record: dict) -> list[str]:
+  runs = record["runs"]
+  requested = len(record["seeds_requested"])
+  seeds = len(runs) if len(runs) == requested else f"{len(runs)} of {requested}"
+  minutes = sum(r["pipeline_seconds"] for r in runs) / len(runs) / 60
+  knn = [r["pretraining_monitor"].get("knn_accuracy") for r in runs]
+  knn_text = ", ".join(f"{100 * k:.1f}" for k in knn if k is not None)
+  cells = "; ".join(
+    f"{a['method']} {_pct(a['label_fraction'])} "
+    f"{100 * a['mean_test_accuracy']:.2f} ± "
+    f"{100 * a['std_test_accuracy']:.2f}%"
+    for a in record["aggregate"]
+  )
+  pretrain = record["pretrain_arg"] or "demo (short)"
+  return [
+    f"| SimCLR Fashion-MNIST label efficiency, pretraining `{pretrain}` | "
+    f"{cells} (seeds: {seeds}; pretraining kNN {knn_text}%; {minutes:.1f} "
+    f"min per seed) | {_machine(record)} | {record['machine']['date']} | "
+    f"{record['method']} |"
   ]
 
 
@@ -81,6 +109,8 @@ def table() -> str:
       rows += throughput_rows(record)
     elif path.stem == "demo":
       rows += demo_rows(record)
+    elif path.stem.startswith("simclr_fashion_mnist"):
+      rows += simclr_rows(record)
   return "\n".join(rows)
 
 

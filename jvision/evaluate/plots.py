@@ -346,3 +346,53 @@ def plot_training_curves(
   for ax, (metric, series) in zip(axes, panels.items(), strict=True):
     _draw_panel(ax, CURVE_METRICS.get(metric, metric), series, splits)
   return _save(figure, path, dpi)
+
+
+def plot_label_efficiency(
+  rows: Sequence[dict], path, *, dpi: int = DEFAULT_DPI
+) -> pathlib.Path:
+  """Grouped bars: test accuracy of each method at each label fraction.
+
+  Args:
+    rows: {"method": str, "label_fraction": float, "test_accuracy": float}
+      records (the demo's DIR/summary.json); methods keep their first-seen
+      order and colour.
+    path: the PNG file to write; parent directories are created.
+    dpi: resolution of the PNG.
+
+  Returns:
+    The path written.
+
+  Raises:
+    ValueError: if `rows` is empty or a row lacks one of the three keys.
+  """
+  keys = ("method", "label_fraction", "test_accuracy")
+  if not rows:
+    raise ValueError("No rows to plot.")
+  for i, row in enumerate(rows):
+    missing = [k for k in keys if k not in row]
+    if missing:
+      raise ValueError(f"Row {i} lacks {missing}: {row}.")
+  methods = list(dict.fromkeys(r["method"] for r in rows))
+  fractions = sorted({r["label_fraction"] for r in rows})
+  acc = {(r["method"], r["label_fraction"]): r["test_accuracy"] for r in rows}
+  width = 0.8 / len(methods)
+  figure = Figure(
+    figsize=(1.6 + 1.8 * len(fractions), 4.0), layout="constrained"
+  )
+  ax = figure.subplots()
+  for m, method in enumerate(methods):
+    xs = [
+      f + (m - (len(methods) - 1) / 2) * width for f in range(len(fractions))
+    ]
+    values = [100 * acc.get((method, f), math.nan) for f in fractions]
+    bars = ax.bar(xs, values, width * 0.95, label=method, color=f"C{m}")
+    ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
+  ax.set_xticks(range(len(fractions)))
+  ax.set_xticklabels([f"{f * 100:g}% of labels" for f in fractions])
+  ax.set_ylabel("Test accuracy (%)")
+  finite = [100 * v for v in acc.values() if np.isfinite(v)]
+  low = min(finite) if finite else 0.0
+  ax.set_ylim(max(0.0, math.floor(low / 10) * 10 - 10), 100)
+  ax.legend(loc="lower right", fontsize=8)
+  return _save(figure, path, dpi)

@@ -141,3 +141,28 @@ def test_bottleneck_strides_on_its_3x3_conv():
 def test_unknown_stem_is_an_error():
   with pytest.raises(ValueError, match="Unknown stem 'cifar10'"):
     _init_shapes(ResNetTiny(num_classes=10, stem="cifar10"), (1, 8, 8, 3))
+
+
+@pytest.mark.parametrize(
+  "stem, stage1_hw, stage4_hw", [("cifar", 28, 4), ("small", 14, 2)]
+)
+def test_small_stem_halves_the_resolution_once(stem, stage1_hw, stage4_hw):
+  # The Fashion-MNIST SimCLR backbone: ResNet-18 layout at 1/8 width.
+  model = ResNet18(num_classes=0, width=0.125, stem=stem)
+  x = jnp.zeros((2, 28, 28, 1))
+  (features, state) = jax.eval_shape(
+    lambda: model.init_with_output(
+      jax.random.key(0),
+      x,
+      train=False,
+      mutable=["params", "batch_stats", "intermediates"],
+    )
+  )
+  inter = state["intermediates"]
+  assert inter["stage1"][0].shape == (2, stage1_hw, stage1_hw, 8)
+  assert inter["stage4"][0].shape == (2, stage4_hw, stage4_hw, 64)
+  assert features.shape == (2, 64)
+  # Same layers either way: the stem's stride changes no parameter shape.
+  # By hand: stem 3x3x1x8 conv + BN (88), stages of 8, 16, 32 and 64
+  # channels (2,368 + 8,352 + 33,088 + 131,712), no head.
+  assert count_params(state["params"]) == 175_608

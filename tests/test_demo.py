@@ -1,0 +1,91 @@
+"""`jvision demo`: the whole pipeline, run small (runlocal recipes)."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jvision import demo
+from jvision.evaluate import plots
+
+
+def test_fraction_tag():
+  assert demo.fraction_tag(0.01) == "1pct"
+  assert demo.fraction_tag(0.1) == "10pct"
+  assert demo.fraction_tag(0.005) == "0p5pct"
+
+
+def test_plan_runs_pairs_every_method_with_every_fraction(tmp_path):
+  runs = demo.plan_runs(str(tmp_path))
+  assert [(r.method, r.label_fraction) for r in runs] == [
+    ("simclr_linear", 0.01),
+    ("simclr_finetune", 0.01),
+    ("supervised", 0.01),
+    ("simclr_linear", 0.1),
+    ("simclr_finetune", 0.1),
+    ("supervised", 0.1),
+  ]
+  assert runs[0].config_spec.endswith("fashion_mnist_finetune.py:linear,0.01")
+  assert runs[5].workdir == str(tmp_path / "supervised_10pct")
+
+
+def test_format_table():
+  rows = [
+    {"method": "simclr_linear", "label_fraction": 0.01, "test_accuracy": 0.8},
+    {"method": "supervised", "label_fraction": 0.01, "test_accuracy": 0.7},
+    {"method": "simclr_linear", "label_fraction": 0.1, "test_accuracy": 0.85},
+  ]
+  lines = demo.format_table(rows).splitlines()
+  assert lines[0].split() == ["labels", "simclr_linear", "supervised"]
+  assert lines[1].split() == ["1%", "(600)", "0.8000", "0.7000"]
+  assert lines[2].split() == ["10%", "(6000)", "0.8500", "-"]
+
+
+def test_plot_label_efficiency(tmp_path):
+  rows = [
+    {"method": m, "label_fraction": f, "test_accuracy": a}
+    for m, f, a in [("a", 0.01, 0.7), ("b", 0.01, 0.8), ("a", 0.1, 0.9)]
+  ]
+  path = plots.plot_label_efficiency(rows, tmp_path / "out" / "s.png")
+  assert Image.open(path).size[0] > 200
+  with pytest.raises(ValueError, match="lacks"):
+    plots.plot_label_efficiency([{"method": "a"}], tmp_path / "x.png")
+
+
+@pytest.mark.slow
+def test_demo_pipeline_writes_summary_and_resumes(tmp_path, capsys):
+  workdir = str(tmp_path / "demo")
+  kwargs = {
+    "pretrain_arg": "runlocal",
+    "downstream_arg": "runlocal",
+    "fractions": (0.1,),
+  }
+  rows = demo.run_demo(workdir, **kwargs)
+  summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+  assert summary == rows
+  assert [r["method"] for r in summary] == [
+    "simclr_linear",
+    "simclr_finetune",
+    "supervised",
+  ]
+  for row in summary:
+    assert set(row) == {"method", "label_fraction", "test_accuracy"}
+    assert row["label_fraction"] == 0.1
+    assert 0.0 <= row["test_accuracy"] <= 1.0
+  # Ten classes: better than chance after a few steps on real images.
+  assert np.mean([r["test_accuracy"] for r in summary]) > 0.15
+  assert (tmp_path / "demo" / "summary.png").is_file()
+  assert (tmp_path / "demo" / "simclr" / "augmentations.png").is_file()
+  for run in (
+    "simclr_linear_10pct",
+    "simclr_finetune_10pct",
+    "supervised_10pct",
+  ):
+    assert (tmp_path / "demo" / run / "eval" / "metrics.json").is_file()
+  out = capsys.readouterr().out
+  assert "[1/4] SimCLR pretraining" in out
+  assert "10% (6000)" in out
+  # A second demo in the same workdir resumes every run: same numbers.
+  again = demo.run_demo(workdir, **kwargs)
+  assert again == rows
