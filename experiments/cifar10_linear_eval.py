@@ -22,20 +22,14 @@ TRAIN_EXAMPLES = 50_000
 
 
 def get_config(arg: str | None = None):
-  mode, fraction, runlocal = "linear", 1.0, False
-  for item in filter(None, (arg or "").split(",")):
-    if item in ("linear", "finetune"):
-      mode = item
-    elif item == "runlocal":
-      runlocal = True
-    else:
-      try:
-        fraction = float(item)
-      except ValueError:
-        raise ValueError(
-          f"unknown argument {item!r} for cifar10_linear_eval.py; use "
-          "linear | finetune, a label fraction, runlocal"
-        ) from None
+  args = defaults.parse_recipe_arg(
+    arg,
+    recipe="cifar10_linear_eval.py",
+    words=("linear", "finetune", "runlocal"),
+    number="label fraction",
+  )
+  mode = "finetune" if "finetune" in args.words else "linear"
+  fraction = 1.0 if args.number is None else args.number
   config = defaults.finetune_config()
   config.finetune.mode = mode
   config.finetune.backbone_lr_scale = 0.1
@@ -60,9 +54,9 @@ def get_config(arg: str | None = None):
     warmup_epochs=0,
     eval_every_epochs=10,
   )
-  if runlocal:
+  if "runlocal" in args.words:
     defaults.apply_runlocal(config, "runlocal", steps=20)
-    config.model.width = 0.25
+    config.model.width = 0.25  # as cifar10_simclr_resnet18.py:runlocal
     config.batch_size = 64
     config.data.max_per_class = 100
   return config

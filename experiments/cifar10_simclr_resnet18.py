@@ -36,17 +36,13 @@ TRAIN_EXAMPLES = 50_000
 
 
 def get_config(arg: str | None = None):
-  epochs, runlocal = 1000, False
-  for item in filter(None, (arg or "").split(",")):
-    if item == "runlocal":
-      runlocal = True
-    elif item.startswith("epochs="):
-      epochs = int(item.partition("=")[2])
-    else:
-      raise ValueError(
-        f"unknown argument {item!r} for cifar10_simclr_resnet18.py; use "
-        "epochs=N and/or runlocal"
-      )
+  args = defaults.parse_recipe_arg(
+    arg,
+    recipe="cifar10_simclr_resnet18.py",
+    words=("runlocal",),
+    keys=("epochs",),
+  )
+  epochs = int(args.values.get("epochs", 1000))
   config = defaults.simclr_config()
   config.data.name = "cifar10"
   config.data.mean = (0.4914, 0.4822, 0.4465)  # CIFAR-10 train, [0, 1]
@@ -75,9 +71,9 @@ def get_config(arg: str | None = None):
     warmup_epochs=min(10, max(1, epochs // 20)),
     eval_every_epochs=min(10, epochs),
   )
-  if runlocal:
+  if "runlocal" in args.words:
     defaults.apply_runlocal(config, "runlocal", steps=20)
-    config.model.width = 0.25
+    config.model.width = 0.25  # as cifar10_linear_eval.py:runlocal
     config.batch_size = 64
     config.data.max_per_class = 100
   return config

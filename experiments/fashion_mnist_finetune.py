@@ -28,21 +28,17 @@ TRAIN_EXAMPLES = 60_000
 
 def _parse(arg: str | None) -> tuple[str, float, bool]:
   """(mode, label fraction, runlocal) of the config-file argument."""
-  mode, fraction, runlocal = "finetune", 0.01, False
-  for item in filter(None, (arg or "").split(",")):
-    if item in MODES:
-      mode = item
-    elif item == "runlocal":
-      runlocal = True
-    else:
-      try:
-        fraction = float(item)
-      except ValueError:
-        raise ValueError(
-          f"unknown argument {item!r} for fashion_mnist_finetune.py; use "
-          f"MODE[,FRACTION][,runlocal] with MODE one of {MODES}"
-        ) from None
-  return mode, fraction, runlocal
+  args = defaults.parse_recipe_arg(
+    arg,
+    recipe="fashion_mnist_finetune.py",
+    words=(*MODES, "runlocal"),
+    number="label fraction",
+  )
+  modes = sorted(args.words & set(MODES))
+  if len(modes) > 1:
+    raise ValueError(f"fashion_mnist_finetune.py takes one mode, got {modes}")
+  fraction = 0.01 if args.number is None else args.number
+  return (modes or ["finetune"])[0], fraction, "runlocal" in args.words
 
 
 def get_config(arg: str | None = None):

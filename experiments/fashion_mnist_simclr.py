@@ -35,13 +35,9 @@ from jvision.train import defaults
 
 
 def get_config(arg: str | None = None):
-  args = set(filter(None, (arg or "").split(",")))
-  unknown = args - {"long", "runlocal"}
-  if unknown:
-    raise ValueError(
-      f"unknown argument(s) {sorted(unknown)} for fashion_mnist_simclr.py; "
-      "use long and/or runlocal"
-    )
+  args = defaults.parse_recipe_arg(
+    arg, recipe="fashion_mnist_simclr.py", words=("long", "runlocal")
+  ).words
   config = defaults.simclr_config()
   config.data.name = "fashion_mnist"
   config.data.mean = (0.286,)  # Fashion-MNIST train split, [0, 1] units

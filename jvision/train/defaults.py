@@ -8,6 +8,9 @@ lists the close valid keys).
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -155,6 +158,58 @@ def set_epochs(
   config.optimizer.warmup_steps = warmup_epochs * steps_per_epoch
   config.eval_every_steps = eval_every_epochs * steps_per_epoch
   config.checkpoint_every_steps = eval_every_epochs * steps_per_epoch
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipeArgs:
+  """A parsed recipe argument such as "linear,0.01,runlocal"."""
+
+  words: frozenset  # the bare words given, e.g. {"linear", "runlocal"}
+  number: float | None  # the one number given, if any
+  values: dict  # KEY=VALUE items, values as strings
+
+
+def parse_recipe_arg(
+  arg: str | None,
+  *,
+  recipe: str,
+  words: Sequence[str] = (),
+  number: str | None = None,
+  keys: Sequence[str] = (),
+) -> RecipeArgs:
+  """Splits a recipe's comma-separated argument into its parts.
+
+  Args:
+    arg: what follows ":" in `--config=experiments/FILE.py:ARG`.
+    recipe: the file name, for error messages.
+    words: the bare words it accepts.
+    number: what a number means (e.g. "label fraction"); None: no number.
+    keys: the KEY=VALUE keys it accepts.
+
+  Raises:
+    ValueError: naming the item not understood and what the recipe takes.
+  """
+  found, value, pairs = set(), None, {}
+  accepted = [*words, *(f"{k}=N" for k in keys)]
+  if number:
+    accepted.append(f"a number ({number})")
+  for item in filter(None, (arg or "").split(",")):
+    key, eq, text = item.partition("=")
+    if item in words:
+      found.add(item)
+    elif eq and key in keys:
+      pairs[key] = text
+    else:
+      try:
+        if number is None or value is not None:
+          raise ValueError
+        value = float(item)
+      except ValueError:
+        raise ValueError(
+          f"unknown argument {item!r} for {recipe}; it takes "
+          f"comma-separated: {', '.join(accepted)}"
+        ) from None
+  return RecipeArgs(words=frozenset(found), number=value, values=pairs)
 
 
 def apply_runlocal(config: ml_collections.ConfigDict, arg, *, steps=200):

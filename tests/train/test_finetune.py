@@ -103,3 +103,26 @@ def test_update_scales_by_mode():
   assert finetune.update_scales(params, ft)["stage2_block0"] == {"w": 0.0}
   cnn = {"conv1": 1, "conv2": 1, "fc1": 1, "fc2": 1}
   assert [finetune.stage_index(k) for k in cnn] == [1, 2, 3, 4]
+
+
+def test_new_head_for_another_class_count(simclr_workdir, tmp_path):
+  # Pretrained on 10 MNIST classes; fine-tuned on a 3-class image folder.
+  from PIL import Image
+
+  from jvision.data import sources
+
+  mnist = sources.load("mnist", split="train", max_per_class=8)
+  root = tmp_path / "three"
+  for name, digit in (("zero", 0), ("one", 1), ("two", 2)):
+    (root / name).mkdir(parents=True)
+    for i, image in enumerate(mnist.images[mnist.labels == digit]):
+      Image.fromarray(image[..., 0]).save(root / name / f"{i}.png")
+  pretrained, _ = simclr_workdir
+  config = _config(pretrained, **{"model.name": "resnet_tiny"})
+  config.data.name = f"folder:{root}"
+  config.data.max_per_class = None
+  config.data.holdout_fraction = 0.25
+  finetune.train_and_evaluate(config, str(tmp_path / "ft3"))
+  params, _ = _params(tmp_path / "ft3")
+  assert params["head"]["kernel"].shape == (64, 3)
+  assert params["head"]["bias"].shape == (3,)
