@@ -4,12 +4,20 @@ A checkpoint holds two items: "state" (the train state pytree: params,
 batch_stats, opt_state, step, rng) and "data" (JSON: the data-iterator
 position, so a resumed run reads the batches the uninterrupted one would).
 Saves are asynchronous; `wait` blocks until the last one is on disk.
+
+A newest checkpoint that cannot be read (a file truncated or lost by a
+crash, a disk fault) is reported and moved aside to
+DIR/checkpoints_unreadable/<step>/, never deleted, and the next older one is
+restored; Orbax never lists a save that did not finish (it writes into a
+temporary directory and renames it when complete).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import time
 from typing import Any
 
 import jax
@@ -24,6 +32,8 @@ class Restored:
   state: Any
   data: dict | None
   source: str  # "checkpoint step N" or "scratch"
+  # (step, where it was moved, the error) of newer unreadable checkpoints.
+  unreadable: list = dataclasses.field(default_factory=list)
 
 
 class Checkpointer:
@@ -63,30 +73,63 @@ class Checkpointer:
     )
 
   def restore_or_init(self, state) -> Restored:
-    """The newest checkpoint restored into `state`'s structure and sharding.
+    """The newest readable checkpoint restored into `state`'s structure.
 
     Args:
       state: a freshly initialised train state; its structure, dtypes and
         shardings are the restore target, and it is returned unchanged when
-        the directory holds no checkpoint.
+        the directory holds no readable checkpoint.
+
+    A checkpoint that fails to restore is logged as a warning, moved to
+    DIR/checkpoints_unreadable/<step> (so that the resumed run can save that
+    step again) and listed in `Restored.unreadable`; the next older one is
+    tried.
     """
-    step = self.latest_step()
-    if step is None:
-      return Restored(state=state, data=None, source="scratch")
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    restored = self._manager.restore(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target),
-        data=ocp.args.JsonRestore(),
-      ),
-    )
-    logging.info("restored checkpoint step %d from %s", step, self.directory)
+    unreadable = []
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        restored = self._manager.restore(
+          step,
+          args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target),
+            data=ocp.args.JsonRestore(),
+          ),
+        )
+      except Exception as error:  # noqa: BLE001 - Orbax raises many kinds
+        moved = self._set_aside(step)
+        logging.warning(
+          "checkpoint step %d in %s is unreadable (%s: %s); moved it to %s "
+          "and trying the previous one",
+          step,
+          self.directory,
+          type(error).__name__,
+          str(error).splitlines()[0][:300] if str(error) else "",
+          moved,
+        )
+        unreadable.append((step, moved, f"{type(error).__name__}: {error}"))
+        continue
+      logging.info("restored checkpoint step %d from %s", step, self.directory)
+      return Restored(
+        state=restored.state,
+        data=restored.data,
+        source=f"checkpoint step {step}",
+        unreadable=unreadable,
+      )
     return Restored(
-      state=restored.state,
-      data=restored.data,
-      source=f"checkpoint step {step}",
+      state=state, data=None, source="scratch", unreadable=unreadable
     )
+
+  def _set_aside(self, step: int) -> str:
+    """Moves the directory of `step` to DIR/checkpoints_unreadable/."""
+    aside = f"{self.directory.rstrip(os.sep)}_unreadable"
+    os.makedirs(aside, exist_ok=True)
+    target = os.path.join(aside, str(step))
+    if os.path.exists(target):  # an earlier one of the same step
+      target = f"{target}.{time.strftime('%Y%m%d-%H%M%S')}"
+    shutil.move(os.path.join(self.directory, str(step)), target)
+    self._manager.reload()
+    return target
 
   def restore_raw(self, step: int | None = None) -> dict:
     """The saved state as a plain tree of arrays (no target needed).

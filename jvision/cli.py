@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import signal
 import sys
 
 from absl import app, flags
@@ -82,8 +83,13 @@ def main(argv):
     raise app.UsageError(
       f"unknown command {command!r}{hint} (commands: {', '.join(COMMANDS)})"
     )
+  from jvision.train import loop
+
   try:
     handlers[command](argv)
+  except loop.Preempted as error:
+    print(f"jvision {command}: {error}", file=sys.stderr)
+    sys.exit(128 + signal.SIGTERM)  # 143, as if SIGTERM had killed it
   except (ValueError, OSError, FloatingPointError) as error:
     if os.environ.get("JVISION_TRACEBACK"):
       raise

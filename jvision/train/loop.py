@@ -12,11 +12,18 @@ failure handling behave the same for every trainer:
 
 Metrics stay on device between log steps, so the host never waits on the
 accelerator except when it logs or saves.
+
+SIGTERM (a cluster pre-empting the job) is caught: the loop finishes the
+step in flight, saves a checkpoint of it, waits for the write and raises
+`Preempted`, so the same command later resumes from exactly that step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
+import threading
 import time
 from collections.abc import Callable
 
@@ -34,6 +41,35 @@ from jvision.train import metric_writer
 
 class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or infinite."""
+
+
+class Preempted(RuntimeError):
+  """SIGTERM arrived; a checkpoint of `step` was saved before stopping."""
+
+  def __init__(self, step: int, workdir: str):
+    super().__init__(
+      f"stopped by SIGTERM after step {step}; saved a checkpoint of it in "
+      f"{workdir}/checkpoints. Run the same command to resume."
+    )
+    self.step = step
+
+
+@contextlib.contextmanager
+def sigterm_flag():
+  """Yields a `threading.Event` set when SIGTERM arrives (main thread only).
+
+  The previous handler is restored on exit. Outside the main thread (where
+  Python cannot install handlers) the event is never set.
+  """
+  event = threading.Event()
+  if threading.current_thread() is not threading.main_thread():
+    yield event
+    return
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: event.set())
+  try:
+    yield event
+  finally:
+    signal.signal(signal.SIGTERM, previous)
 
 
 @dataclasses.dataclass
@@ -131,6 +167,8 @@ def run(
     dynamic_ncols=True,
     disable=not config.progress_bar or jax.process_index() != 0,
   )
+  stack = contextlib.ExitStack()
+  terminated = stack.enter_context(sigterm_flag())
   try:
     for step, batch in _batches(task, config, mesh, start_step, total):
       state, metrics = task.train_step(state, batch)
@@ -157,14 +195,21 @@ def run(
         writer.write(done, config.data.eval_split, last["eval"])
         logging.info("step %d eval %s", done, _fmt(last["eval"]))
         paused += time.perf_counter() - eval_start  # not step time
-      if saving:
+      if saving or terminated.is_set():
         checkpointer.save(
-          done, state, data_position(done, config, num_examples)
+          done,
+          state,
+          data_position(done, config, num_examples),
+          force=terminated.is_set(),
         )
+      if terminated.is_set() and done < total:
+        logging.warning("SIGTERM: saved step %d, stopping", done)
+        raise Preempted(done, workdir)
   finally:
     bar.close()
     checkpointer.wait()
     writer.close()
+    stack.close()
   return last
 
 

@@ -156,6 +156,12 @@ def start_state(
   restored = checkpointer.restore_or_init(state)
   if restored.source == "scratch" and init_fn is not None:
     restored.source = getattr(init_fn, "source", "initialisation")
+  if restored.unreadable:
+    steps = ", ".join(str(step) for step, _, _ in restored.unreadable)
+    restored.source += (
+      f" (newer checkpoint(s) {steps} unreadable, moved to "
+      f"{workdir}/checkpoints_unreadable/)"
+    )
   start_step = int(jax.device_get(restored.state.step))
   logging.info("starting from %s (step %d)", restored.source, start_step)
   forget_metrics_after(workdir, start_step)
