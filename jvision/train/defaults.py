@@ -70,6 +70,14 @@ def supervised_config() -> ml_collections.ConfigDict:
   config.seed = 0
   config.num_train_steps = 1000
   config.batch_size = 128  # global, over all devices and hosts
+  # Split each batch into this many micro-batches whose gradients are
+  # averaged before one update: the same step as the whole batch (for
+  # models without batch norm, whose statistics are per micro-batch), with
+  # a micro-batch's activation memory.
+  config.grad_accum_steps = 1
+  # Computation dtype of the model: "float32" or "bfloat16" (parameters,
+  # optimizer state, losses and batch-norm statistics stay float32).
+  config.dtype = "float32"
   config.eval_batch_size = 1000
   config.log_every_steps = 100
   config.eval_every_steps = 1000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -50,6 +51,29 @@ def check_steps(config: ml_collections.ConfigDict) -> None:
     raise ValueError("config.num_train_steps must be > 0")
 
 
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def model_dtype(config: ml_collections.ConfigDict):
+  """The jnp dtype named by `config.dtype`."""
+  if config.dtype not in DTYPES:
+    raise ValueError(
+      f"config.dtype={config.dtype!r}; use one of {', '.join(DTYPES)}"
+    )
+  return DTYPES[config.dtype]
+
+
+def check_accumulation(config: ml_collections.ConfigDict, mesh) -> None:
+  """Raises unless micro-batches split evenly over the devices."""
+  k = config.grad_accum_steps
+  if k < 1 or config.batch_size % (k * mesh.devices.size):
+    raise ValueError(
+      f"config.grad_accum_steps={k} must be >= 1 and batch_size="
+      f"{config.batch_size} divisible by grad_accum_steps x "
+      f"{mesh.devices.size} devices"
+    )
+
+
 def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   """Validates `config`, loads its data and checks `workdir` may take it.
 
@@ -59,6 +83,8 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   check_steps(config)
   mesh = parallel.create_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
+  check_accumulation(config, mesh)
+  model_dtype(config)  # a bad name fails before any data loads
   parallel.check_batch_size(
     config.eval_batch_size, mesh, name="eval_batch_size"
   )
@@ -96,6 +122,7 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
     mesh.devices.size,
   )
   model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
+  model_kwargs["dtype"] = model_dtype(config)
   return Run(config, mesh, train, evaluation, model_kwargs)
 
 

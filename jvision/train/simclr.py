@@ -151,17 +151,21 @@ def write_preview(workdir, images, views_fn, rng, *, mean, std) -> None:
   logging.info("wrote the augmentation preview %s", path)
 
 
-def build_model(config, num_classes: int):
-  """The SimCLRModel of `config`: backbone + projection head + probe."""
+def build_model(config, num_classes: int, dtype=jnp.float32):
+  """The SimCLRModel of `config`: backbone + projection head + probe.
+
+  `dtype` is the computation dtype (parameters stay float32).
+  """
   model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
   backbone = models.create_model(
-    config.model.name, num_classes=0, **model_kwargs
+    config.model.name, num_classes=0, dtype=dtype, **model_kwargs
   )
   return create_simclr_model(
     backbone,
     num_classes=num_classes,
     hidden_dims=config.simclr.proj_hidden_dims,
     out_dim=config.simclr.proj_dim,
+    dtype=dtype,
   )
 
 
@@ -172,9 +176,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     {"train": last train metrics, "eval": last monitor metrics,
      "source": where the state came from, "start_step"}.
   """
+  if config.grad_accum_steps != 1:
+    raise ValueError(
+      f"config.grad_accum_steps={config.grad_accum_steps}: SimCLR draws its "
+      "negatives from the batch, so micro-batches would change the loss "
+      "(fewer negatives), not just its memory; use 1 and a batch that fits"
+    )
   run = setup.prepare_run(config, workdir)
   config, mesh = run.config, run.mesh
-  model = build_model(config, run.train.num_classes)
+  model = build_model(
+    config, run.train.num_classes, dtype=run.model_kwargs["dtype"]
+  )
   started = setup.start_state(run, model, workdir)
   views = functools.partial(
     simclr_augment.two_views,

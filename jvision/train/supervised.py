@@ -16,6 +16,7 @@ import ml_collections
 
 from jvision import losses, models, parallel
 from jvision.data import augment, pipeline
+from jvision.train import grads as grads_lib
 from jvision.train import loop, setup
 from jvision.train.state import TrainState, create_train_state
 
@@ -36,6 +37,7 @@ def train_step(
   label_smoothing: float,
   bn_train: bool = True,
   frozen=None,
+  accum_steps: int = 1,
 ):
   """One optimisation step on a global batch.
 
@@ -50,40 +52,44 @@ def train_step(
     frozen: optional `params -> pytree of floats`; parameters whose factor
       is 0 are held constant (stop_gradient), so no backward pass is spent
       on them.
+    accum_steps: micro-batches the batch is split into, their gradients
+      averaged (`config.grad_accum_steps`); batch norm then normalises each
+      micro-batch on its own.
 
   Returns:
     (new state, {"loss", "accuracy", "learning_rate"} scalars).
   """
   rng = jax.random.fold_in(state.rng, state.step)
-  x = preprocess(batch["image"], rng)  # [B, H, W, C]
-  labels = batch["label"]  # [B]
+  inputs = {"x": preprocess(batch["image"], rng), "label": batch["label"]}
 
-  def loss_fn(params):
+  def loss_fn(params, micro, batch_stats):
+    x, labels = micro["x"], micro["label"]  # [b, H, W, C], [b]
     if frozen is not None:
       params = jax.tree.map(
         lambda p, s: jax.lax.stop_gradient(p) if s == 0 else p,
         params,
         frozen(params),
       )
-    variables = {"params": params, "batch_stats": state.batch_stats}
+    variables = {"params": params, "batch_stats": batch_stats}
     if bn_train:
       logits, updates = state.apply_fn(
         variables, x, train=True, mutable=["batch_stats"]
-      )  # [B, K]
+      )  # [b, K]
       batch_stats = updates.get("batch_stats", {})
     else:
-      logits = state.apply_fn(variables, x, train=False)  # [B, K]
-      batch_stats = state.batch_stats
+      logits = state.apply_fn(variables, x, train=False)  # [b, K]
     loss = losses.softmax_cross_entropy(
       logits=logits, labels=labels, label_smoothing=label_smoothing
     )
-    return loss, (logits, batch_stats)
+    accuracy = losses.accuracy(logits=logits, labels=labels)
+    return loss, (accuracy, batch_stats)
 
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  (loss, (logits, batch_stats)), grads = grad_fn(state.params)
+  (loss, (accuracy, batch_stats)), grads = grads_lib.accumulated_value_and_grad(
+    loss_fn, state.params, inputs, state.batch_stats, steps=accum_steps
+  )
   metrics = {
     "loss": loss,
-    "accuracy": losses.accuracy(logits=logits, labels=labels),
+    "accuracy": jnp.mean(accuracy),  # [accum_steps] micro-batch accuracies
     "learning_rate": learning_rate_fn(state.step),
   }
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
@@ -156,6 +162,7 @@ def build_task(run, started, *, bn_train: bool = True, frozen=None):
     label_smoothing=config.loss.label_smoothing,
     bn_train=bn_train,
     frozen=frozen,
+    accum_steps=config.grad_accum_steps,
   )
   normalize = functools.partial(
     augment.normalize, mean=config.data.mean, std=config.data.std

@@ -89,9 +89,15 @@ def flatten(tree: dict, prefix: str = "") -> dict:
   return flat
 
 
+# Keys added to the config after workdirs were first written, with the value
+# that runs recorded without them used: resuming such a run is no change.
+ADDED_KEYS = {"grad_accum_steps": 1, "dtype": "float32"}
+
+
 def config_differences(old: dict, new: dict) -> list[str]:
   """Human-readable lines for the keys whose values differ."""
   old, new = flatten(old), flatten(new)
+  old = {**{k: v for k, v in ADDED_KEYS.items() if k in new}, **old}
   lines = []
   for key in sorted(set(old) | set(new)):
     if _jsonable(old.get(key)) != _jsonable(new.get(key)):

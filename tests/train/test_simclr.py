@@ -4,7 +4,11 @@ import json
 import math
 
 import numpy as np
+import pytest
+from helpers import tiny_simclr_config
 from PIL import Image
+
+from jvision.train import simclr
 
 
 def test_pretraining_run_logs_contrastive_knn_and_probe(simclr_workdir):
@@ -23,3 +27,19 @@ def test_pretraining_run_logs_contrastive_knn_and_probe(simclr_workdir):
   assert 0.0 <= result["eval"]["probe_accuracy"] <= 1.0
   preview = Image.open(workdir / "augmentations.png")
   assert preview.size[0] > 200 and preview.size[1] > 200
+
+
+def test_bfloat16_pretraining_runs(tmp_path):
+  config = tiny_simclr_config()
+  config.dtype = "bfloat16"
+  config.num_train_steps = 2
+  config.eval_every_steps = 2
+  result = simclr.train_and_evaluate(config, str(tmp_path / "bf16"))
+  assert np.isfinite(result["train"]["contrastive_loss"])
+
+
+def test_gradient_accumulation_is_refused(tmp_path):
+  config = tiny_simclr_config()
+  config.grad_accum_steps = 2
+  with pytest.raises(ValueError, match="fewer negatives"):
+    simclr.train_and_evaluate(config, str(tmp_path / "x"))

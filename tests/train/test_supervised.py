@@ -4,6 +4,7 @@ import functools
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import tiny_config
@@ -143,3 +144,56 @@ def test_config_error_leaves_no_trace(tmp_path):
   with pytest.raises(ValueError, match="warmup_steps=20"):
     supervised.train_and_evaluate(config, str(tmp_path / "wd"))
   assert not (tmp_path / "wd").exists()
+
+
+def _one_step_params(tmp_path, name, **overrides):
+  config = tiny_config(
+    num_train_steps=1,
+    eval_every_steps=0,
+    checkpoint_every_steps=1,
+    **overrides,
+  )
+  result = supervised.train_and_evaluate(config, str(tmp_path / name))
+  return _final_params(tmp_path / name), result
+
+
+def test_gradient_accumulation_equals_the_whole_batch(tmp_path):
+  # The seed CNN has no batch norm: 4 micro-batches of 8 = one batch of 32.
+  whole, a = _one_step_params(tmp_path, "whole")
+  accumulated, b = _one_step_params(tmp_path, "accum", grad_accum_steps=4)
+  np.testing.assert_allclose(b["train"]["loss"], a["train"]["loss"], rtol=1e-5)
+  for x, y in zip(
+    jax.tree.leaves(whole), jax.tree.leaves(accumulated), strict=True
+  ):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_accumulation_must_split_the_batch(tmp_path):
+  with pytest.raises(ValueError, match="grad_accum_steps=3 must be"):
+    supervised.train_and_evaluate(
+      tiny_config(grad_accum_steps=3), str(tmp_path / "bad")
+    )
+
+
+def test_bfloat16_computes_in_bf16_with_float32_state(tmp_path):
+  config = tiny_config(dtype="bfloat16", eval_every_steps=3)
+  result = supervised.train_and_evaluate(config, str(tmp_path / "bf16"))
+  assert np.isfinite(result["train"]["loss"])
+  raw = checkpoint.Checkpointer(
+    str(tmp_path / "bf16" / "checkpoints")
+  ).restore_raw()
+  for leaf in jax.tree.leaves((raw["params"], raw["opt_state"])):
+    if np.issubdtype(np.asarray(leaf).dtype, np.floating):
+      assert np.asarray(leaf).dtype == np.float32
+  model = models.create_model("cnn", num_classes=10, dtype=jnp.bfloat16)
+  logits = model.apply(
+    {"params": raw["params"]}, jnp.zeros((2, 28, 28, 1)), train=False
+  )
+  assert logits.dtype == jnp.bfloat16
+
+
+def test_unknown_dtype_is_an_error(tmp_path):
+  with pytest.raises(ValueError, match="config.dtype='float16'; use one of"):
+    supervised.train_and_evaluate(
+      tiny_config(dtype="float16"), str(tmp_path / "bad")
+    )
