@@ -1,15 +1,24 @@
-"""Device mesh, shardings and the wrapper that compiles a step over them.
+"""Device mesh, shardings and the wrappers that compile a step over them.
 
-One code path per step function: a step is written for the global batch
-and `jit_data_parallel` decides placement. With a `Mesh` over every device
-of every process, the batch is sharded along the "data" axis and the train
-state is replicated; XLA then computes batch statistics (batch norm, means
-of losses) over the global batch, so a run on 1 or 8 devices gives the same
-numbers for the same global batch.
+One code path per step function; the wrapper decides how it runs
+(`compile_train_step`, from `config.parallel`):
+
+  jit   (default) `jit_data_parallel`: the step sees the global batch, sharded
+        along the mesh's "data" axis, with the train state replicated; XLA
+        computes batch statistics (batch norm, means of losses, NT-Xent
+        negatives) over the global batch.
+  pmap  `pmap_data_parallel`: the step runs per device on its slice of the
+        batch with `axis_name=PMAP_AXIS`, and itself averages gradients and
+        metrics over the axis (`pmean`), gathers NT-Xent negatives, and its
+        model normalises with global batch statistics (`bn_axis_name`).
+
+Either way a run on 1 or 8 devices gives the same numbers for the same
+global batch.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -17,6 +26,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
+PMAP_AXIS = "batch"  # the axis name pmap-form steps reduce over
+FORMS = ("jit", "pmap")
 
 
 def create_mesh(devices=None) -> Mesh:
@@ -76,6 +87,76 @@ def jit_data_parallel(
     out_shardings=replicated(mesh),
     donate_argnums=(0,) if donate_state else (),
   )
+
+
+def pmap_data_parallel(
+  step: Callable, mesh: Mesh, *, donate_state: bool = False
+) -> Callable:
+  """Runs `step(state, batch, axis_name=PMAP_AXIS)` per device with pmap.
+
+  Takes and returns the same arrays as `jit_data_parallel` (a replicated
+  state, a data-sharded global batch [B, ...]), so the loop, checkpoints
+  and evaluation do not depend on the form. Each device gets B / D
+  examples; the step must reduce over PMAP_AXIS itself and return
+  replicated values (`out_axes=None`).
+  """
+  num = mesh.devices.size
+  mapped = jax.pmap(
+    functools.partial(step, axis_name=PMAP_AXIS),
+    axis_name=PMAP_AXIS,
+    in_axes=(None, 0),
+    out_axes=None,
+    devices=list(mesh.devices.flat),
+  )
+  del donate_state  # pmap cannot donate an unmapped (in_axes=None) input
+
+  def run(state, batch):
+    per_device = jax.tree.map(
+      lambda x: x.reshape(num, x.shape[0] // num, *x.shape[1:]), batch
+    )  # [D, B / D, ...]
+    return mapped(state, per_device)
+
+  return run
+
+
+def compile_train_step(
+  step: Callable, mesh: Mesh, *, form: str, donate_state: bool = True
+) -> Callable:
+  """`step` (which takes `axis_name=`) compiled in `form`: jit or pmap."""
+  if form == "jit":
+    return jit_data_parallel(
+      functools.partial(step, axis_name=None), mesh, donate_state=donate_state
+    )
+  if form == "pmap":
+    return pmap_data_parallel(step, mesh, donate_state=donate_state)
+  raise ValueError(f"config.parallel={form!r}; use one of {', '.join(FORMS)}")
+
+
+def global_then_local(fn: Callable, images, rng, axis_name: str | None):
+  """`fn(images, rng)` as if on the global batch, this device's part of it.
+
+  Under jit (`axis_name` None) this is `fn(images, rng)`. Under pmap the
+  uint8 images are all-gathered, `fn` runs on the whole batch with the
+  shared key, and each device keeps its own rows, so per-example
+  augmentation randomness is exactly that of the jit form. The price is D
+  times the augmentation work (not the network's), small beside the step.
+  """
+  if axis_name is None:
+    return fn(images, rng)
+  full = jax.lax.all_gather(images, axis_name, tiled=True)  # [B, ...]
+  out = fn(full, rng)
+  num = images.shape[0]
+  start = jax.lax.axis_index(axis_name) * num
+  return jax.tree.map(
+    lambda o: jax.lax.dynamic_slice_in_dim(o, start, num), out
+  )
+
+
+def pmean(tree, axis_name: str | None):
+  """`lax.pmean` over `axis_name`, or `tree` itself when it is None."""
+  if axis_name is None:
+    return tree
+  return jax.lax.pmean(tree, axis_name)
 
 
 def map_batches(

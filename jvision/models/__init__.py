@@ -48,6 +48,7 @@ __all__ = [
   "SeedCNN",
   "count_params",
   "create_model",
+  "model_fields",
 ]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -75,6 +76,13 @@ def _unknown_name_error(name: str) -> ValueError:
   return ValueError(
     f"Unknown model {name!r}; valid names are {sorted(MODELS)}.{did_you_mean}"
   )
+
+
+def model_fields(name: str) -> list[str]:
+  """The keyword arguments the registered model `name` accepts."""
+  if name not in MODELS:
+    raise _unknown_name_error(name)
+  return _hyperparameters(MODELS[name])
 
 
 def create_model(

@@ -53,10 +53,19 @@ def create_simclr_model(
   hidden_dims: Sequence[int],
   out_dim: int,
   dtype=jnp.float32,
+  bn_axis_name: str | None = None,
 ) -> SimCLRModel:
-  """A SimCLRModel around `backbone` with a BN MLP projection head."""
+  """A SimCLRModel around `backbone` with a BN MLP projection head.
+
+  `bn_axis_name`: the pmap axis the head's batch norm averages over (give
+  the backbone the same); None under jit.
+  """
   head = MLPHead(
-    hidden_dims=tuple(hidden_dims), out_dim=out_dim, use_bn=True, dtype=dtype
+    hidden_dims=tuple(hidden_dims),
+    out_dim=out_dim,
+    use_bn=True,
+    dtype=dtype,
+    bn_axis_name=bn_axis_name,
   )
   return SimCLRModel(
     backbone=backbone, projection=head, num_classes=num_classes, dtype=dtype

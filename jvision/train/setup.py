@@ -12,7 +12,7 @@ from absl import logging
 
 from jvision import checkpoint as checkpoint_lib
 from jvision import data as data_lib
-from jvision import optim, parallel
+from jvision import models, optim, parallel
 from jvision.data.from_config import load_split
 from jvision.train import metric_writer
 from jvision.train import workdir as workdir_lib
@@ -84,6 +84,11 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   mesh = parallel.create_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
   check_accumulation(config, mesh)
+  if config.parallel not in parallel.FORMS:
+    raise ValueError(
+      f"config.parallel={config.parallel!r}; use one of "
+      + ", ".join(parallel.FORMS)
+    )
   model_dtype(config)  # a bad name fails before any data loads
   parallel.check_batch_size(
     config.eval_batch_size, mesh, name="eval_batch_size"
@@ -123,6 +128,10 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   )
   model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
   model_kwargs["dtype"] = model_dtype(config)
+  if config.parallel == "pmap" and "bn_axis_name" in models.model_fields(
+    config.model.name
+  ):
+    model_kwargs["bn_axis_name"] = parallel.PMAP_AXIS  # global batch norm
   return Run(config, mesh, train, evaluation, model_kwargs)
 
 

@@ -42,8 +42,9 @@ def train_step(
   views,
   temperature: float,
   probe_weight: float,
+  axis_name: str | None = None,
 ):
-  """One SimCLR step on a global batch.
+  """One SimCLR step on a global batch (or, under pmap, its slice).
 
   Args:
     state: the train state of a SimCLRModel.
@@ -53,13 +54,18 @@ def train_step(
     views: (uint8 images, key) -> two float32 [B, H, W, C] views.
     temperature: NT-Xent temperature.
     probe_weight: weight of the probe's cross-entropy in the total loss.
+    axis_name: the pmap axis: NT-Xent gathers its negatives over it,
+      gradients, metrics and batch statistics are averaged over it, and the
+      views are drawn as for the global batch; None under jit.
 
   Returns:
     (new state, {"loss", "contrastive_loss", "probe_loss",
     "probe_accuracy", "learning_rate"}).
   """
   rng = jax.random.fold_in(state.rng, state.step)
-  view1, view2 = views(batch["image"], rng)
+  view1, view2 = parallel.global_then_local(
+    views, batch["image"], rng, axis_name
+  )  # [B, H, W, C] each
   x = jnp.concatenate([view1, view2])  # [2B, H, W, C]
   labels = jnp.concatenate([batch["label"], batch["label"]])  # [2B]
 
@@ -71,7 +77,9 @@ def train_step(
       mutable=["batch_stats"],
     )
     z1, z2 = jnp.split(out["projection"], 2)  # [B, D] each
-    contrastive = losses.nt_xent(z1=z1, z2=z2, temperature=temperature)
+    contrastive = losses.nt_xent(
+      z1=z1, z2=z2, temperature=temperature, axis_name=axis_name
+    )
     probe = losses.softmax_cross_entropy(
       logits=out["probe_logits"], labels=labels
     )
@@ -81,13 +89,17 @@ def train_step(
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   (loss, aux), grads = grad_fn(state.params)
   contrastive, probe, probe_logits, batch_stats = aux
-  metrics = {
-    "loss": loss,
-    "contrastive_loss": contrastive,
-    "probe_loss": probe,
-    "probe_accuracy": losses.accuracy(logits=probe_logits, labels=labels),
-    "learning_rate": learning_rate_fn(state.step),
-  }
+  grads, batch_stats = parallel.pmean((grads, batch_stats), axis_name)
+  metrics = parallel.pmean(
+    {
+      "loss": loss,
+      "contrastive_loss": contrastive,
+      "probe_loss": probe,
+      "probe_accuracy": losses.accuracy(logits=probe_logits, labels=labels),
+    },
+    axis_name,
+  )
+  metrics["learning_rate"] = learning_rate_fn(state.step)
   return state.apply_gradients(grads=grads, batch_stats=batch_stats), metrics
 
 
@@ -151,12 +163,15 @@ def write_preview(workdir, images, views_fn, rng, *, mean, std) -> None:
   logging.info("wrote the augmentation preview %s", path)
 
 
-def build_model(config, num_classes: int, dtype=jnp.float32):
+def build_model(config, num_classes: int, dtype=jnp.float32, bn_axis_name=None):
   """The SimCLRModel of `config`: backbone + projection head + probe.
 
-  `dtype` is the computation dtype (parameters stay float32).
+  `dtype` is the computation dtype (parameters stay float32);
+  `bn_axis_name` the pmap axis batch norm averages over (pmap form only).
   """
   model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
+  if bn_axis_name:
+    model_kwargs["bn_axis_name"] = bn_axis_name
   backbone = models.create_model(
     config.model.name, num_classes=0, dtype=dtype, **model_kwargs
   )
@@ -166,6 +181,7 @@ def build_model(config, num_classes: int, dtype=jnp.float32):
     hidden_dims=config.simclr.proj_hidden_dims,
     out_dim=config.simclr.proj_dim,
     dtype=dtype,
+    bn_axis_name=bn_axis_name,
   )
 
 
@@ -185,7 +201,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   run = setup.prepare_run(config, workdir)
   config, mesh = run.config, run.mesh
   model = build_model(
-    config, run.train.num_classes, dtype=run.model_kwargs["dtype"]
+    config,
+    run.train.num_classes,
+    dtype=run.model_kwargs["dtype"],
+    bn_axis_name=run.model_kwargs.get("bn_axis_name"),
   )
   started = setup.start_state(run, model, workdir)
   views = functools.partial(
@@ -220,7 +239,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   )
   task = loop.Task(
     state=started.state,
-    train_step=parallel.jit_data_parallel(step, mesh, donate_state=True),
+    train_step=parallel.compile_train_step(step, mesh, form=config.parallel),
     train_arrays={"image": run.train.images, "label": run.train.labels},
     evaluate=functools.partial(
       evaluate,

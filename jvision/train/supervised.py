@@ -38,8 +38,9 @@ def train_step(
   bn_train: bool = True,
   frozen=None,
   accum_steps: int = 1,
+  axis_name: str | None = None,
 ):
-  """One optimisation step on a global batch.
+  """One optimisation step on a global batch (or, under pmap, its slice).
 
   Args:
     state: the train state.
@@ -55,12 +56,16 @@ def train_step(
     accum_steps: micro-batches the batch is split into, their gradients
       averaged (`config.grad_accum_steps`); batch norm then normalises each
       micro-batch on its own.
+    axis_name: the pmap axis (`jvision.parallel.pmap_data_parallel`):
+      gradients, metrics and batch statistics are averaged over it and the
+      augmentation draws as for the global batch; None under jit.
 
   Returns:
     (new state, {"loss", "accuracy", "learning_rate"} scalars).
   """
   rng = jax.random.fold_in(state.rng, state.step)
-  inputs = {"x": preprocess(batch["image"], rng), "label": batch["label"]}
+  x = parallel.global_then_local(preprocess, batch["image"], rng, axis_name)
+  inputs = {"x": x, "label": batch["label"]}  # [B, H, W, C], [B]
 
   def loss_fn(params, micro, batch_stats):
     x, labels = micro["x"], micro["label"]  # [b, H, W, C], [b]
@@ -87,11 +92,15 @@ def train_step(
   (loss, (accuracy, batch_stats)), grads = grads_lib.accumulated_value_and_grad(
     loss_fn, state.params, inputs, state.batch_stats, steps=accum_steps
   )
-  metrics = {
-    "loss": loss,
-    "accuracy": jnp.mean(accuracy),  # [accum_steps] micro-batch accuracies
-    "learning_rate": learning_rate_fn(state.step),
-  }
+  grads, batch_stats = parallel.pmean((grads, batch_stats), axis_name)
+  metrics = parallel.pmean(
+    {
+      "loss": loss,
+      "accuracy": jnp.mean(accuracy),  # [accum_steps] micro-batch values
+    },
+    axis_name,
+  )
+  metrics["learning_rate"] = learning_rate_fn(state.step)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   return state, metrics
 
@@ -172,7 +181,7 @@ def build_task(run, started, *, bn_train: bool = True, frozen=None):
   )
   return loop.Task(
     state=started.state,
-    train_step=parallel.jit_data_parallel(step, mesh, donate_state=True),
+    train_step=parallel.compile_train_step(step, mesh, form=config.parallel),
     train_arrays={"image": run.train.images, "label": run.train.labels},
     evaluate=functools.partial(
       evaluate,
