@@ -111,6 +111,14 @@ def table() -> str:
       rows += demo_rows(record)
     elif path.stem.startswith("simclr_fashion_mnist"):
       rows += simclr_rows(record)
+    elif path.stem == "pixel_knn_fashion_mnist":
+      rows.append(
+        "| kNN monitor protocol on Fashion-MNIST pixels (no network) | "
+        f"raw {100 * record['raw_pixels_knn_accuracy']:.2f}%, centred "
+        f"{100 * record['centred_pixels_knn_accuracy']:.2f}% | "
+        f"{_machine(record)} | {record['machine']['date']} | "
+        f"{record['method']} |"
+      )
   return "\n".join(rows)
 
 
