@@ -135,13 +135,23 @@ class Checkpointer:
     """The saved state as a plain tree of arrays (no target needed).
 
     For readers that need only part of the state, such as evaluation,
-    which uses params and batch_stats and ignores the optimizer.
+    which uses params and batch_stats and ignores the optimizer. Arrays
+    land on this process's first device whatever topology saved them (8
+    devices, 2 hosts), so a multi-host run can be evaluated on a laptop.
     """
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    metadata = ocp.StandardCheckpointer().metadata(
+      os.path.join(self.directory, str(step), "state")
+    )
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+      metadata.item_metadata,
+    )
     restored = self._manager.restore(
-      step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
     )
     return restored.state
 

@@ -29,6 +29,23 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
 _SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate.")
+_COORDINATOR = flags.DEFINE_string(
+  "coordinator_address",
+  None,
+  "Multi-host: host:port of process 0 (else SLURM/TPU environment).",
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+  "num_processes", None, "Multi-host: number of processes."
+)
+_PROCESS_ID = flags.DEFINE_integer(
+  "process_id", None, "Multi-host: this process's index."
+)
+_HEARTBEAT = flags.DEFINE_integer(
+  "heartbeat_timeout",
+  100,
+  "Multi-host: seconds without a heartbeat after which a lost process "
+  "stops the others.",
+)
 
 COMMANDS = ("train", "eval", "demo")
 PLANNED = ("audit", "predict", "export", "search")
@@ -83,9 +100,16 @@ def main(argv):
     raise app.UsageError(
       f"unknown command {command!r}{hint} (commands: {', '.join(COMMANDS)})"
     )
+  from jvision import parallel
   from jvision.train import loop
 
   try:
+    parallel.initialize(
+      _COORDINATOR.value,
+      _NUM_PROCESSES.value,
+      _PROCESS_ID.value,
+      heartbeat_timeout=_HEARTBEAT.value,
+    )
     handlers[command](argv)
   except loop.Preempted as error:
     print(f"jvision {command}: {error}", file=sys.stderr)

@@ -19,6 +19,7 @@ global batch.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 
 import jax
@@ -28,6 +29,66 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 DATA_AXIS = "data"
 PMAP_AXIS = "batch"  # the axis name pmap-form steps reduce over
 FORMS = ("jit", "pmap")
+
+
+# Environment variables that mean "this process is one of a multi-host job
+# that jax.distributed.initialize() can configure by itself".
+_CLUSTER_ENV = ("SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "CLOUD_TPU_TASK_ID")
+
+
+def initialize(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  *,
+  initialization_timeout: int = 300,
+  heartbeat_timeout: int = 100,
+) -> bool:
+  """Starts JAX's multi-controller runtime when this is a multi-host job.
+
+  With `coordinator_address` ("host:port" of process 0), `num_processes`
+  and `process_id` (the CLI's flags of the same names) it connects
+  explicitly; without them it lets `jax.distributed.initialize()` read SLURM
+  (a job step with more than one task) or a TPU VM's environment; otherwise
+  (one process) it does nothing. Call it before anything touches a device.
+  CPU collectives use gloo, so the same code runs multi-process on CPUs.
+  A process that stops answering for `heartbeat_timeout` seconds (it died,
+  its host went away) makes the coordination service stop the others with
+  an error instead of leaving them waiting in a collective forever.
+
+  Returns:
+    Whether the distributed runtime was started.
+
+  Raises:
+    ValueError: an explicit coordinator without the process count and id.
+  """
+  explicit = coordinator_address is not None
+  if explicit and (num_processes is None or process_id is None):
+    raise ValueError(
+      f"--coordinator_address={coordinator_address} needs --num_processes "
+      "and --process_id (this process's index, 0 .. num_processes - 1)"
+    )
+  slurm_tasks = int(os.environ.get("SLURM_NTASKS", "1"))
+  cluster = any(k in os.environ for k in _CLUSTER_ENV[1:]) or (
+    "SLURM_JOB_ID" in os.environ and slurm_tasks > 1
+  )
+  if not explicit and not cluster:
+    return False
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if explicit:
+    jax.distributed.initialize(
+      coordinator_address,
+      num_processes=num_processes,
+      process_id=process_id,
+      initialization_timeout=initialization_timeout,
+      heartbeat_timeout_seconds=heartbeat_timeout,
+    )
+  else:
+    jax.distributed.initialize(
+      initialization_timeout=initialization_timeout,
+      heartbeat_timeout_seconds=heartbeat_timeout,
+    )
+  return True
 
 
 def create_mesh(devices=None) -> Mesh:
@@ -128,6 +189,11 @@ def compile_train_step(
       functools.partial(step, axis_name=None), mesh, donate_state=donate_state
     )
   if form == "pmap":
+    if jax.process_count() > 1:
+      raise ValueError(
+        "config.parallel='pmap' runs on one host; multi-host jobs use the "
+        "default config.parallel='jit'"
+      )
     return pmap_data_parallel(step, mesh, donate_state=donate_state)
   raise ValueError(f"config.parallel={form!r}; use one of {', '.join(FORMS)}")
 
@@ -177,7 +243,12 @@ def map_batches(
 
   num_examples = len(next(iter(arrays.values())))
   outputs = []
-  for batch in pipeline.eval_batches(arrays, batch_size=batch_size):
+  for batch in pipeline.eval_batches(
+    arrays,
+    batch_size=batch_size,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  ):
     batch.pop("mask")
     outputs.append(jax.device_get(step_fn(state, shard_batch(batch, mesh))))
   return jax.tree.map(

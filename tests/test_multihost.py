@@ -1,0 +1,150 @@
+"""Real multi-process JAX: 2 local processes x 4 CPU devices (gloo)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from helpers import REPO
+
+from jvision import checkpoint
+
+CONFIG = f"""
+import sys
+sys.path.insert(0, {str(REPO / "tests")!r})
+from helpers import tiny_config
+
+
+def get_config(arg=None):
+  steps = 2000 if arg == "long" else 3
+  return tiny_config(
+    num_train_steps=steps,
+    eval_every_steps=steps,
+    checkpoint_every_steps=steps,
+    log_every_steps=2,
+    **{{"model.name": "resnet_tiny", "optimizer.schedule": "constant"}},
+  )
+"""
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _train(config, workdir, devices, *extra):
+  env = {
+    **os.environ,
+    "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+  }
+  return subprocess.Popen(
+    [
+      sys.executable,
+      "-m",
+      "jvision.cli",
+      "train",
+      f"--config={config}",
+      f"--workdir={workdir}",
+      "--config.progress_bar=False",
+      *extra,
+    ],
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+
+
+def _two_processes(config, workdir, *extra):
+  port = _free_port()
+  return [
+    _train(
+      config,
+      workdir,
+      4,
+      f"--coordinator_address=127.0.0.1:{port}",
+      "--num_processes=2",
+      f"--process_id={i}",
+      *extra,
+    )
+    for i in range(2)
+  ]
+
+
+def _params(workdir):
+  raw = checkpoint.Checkpointer(str(workdir / "checkpoints")).restore_raw()
+  return raw["params"], raw["batch_stats"]
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory):
+  path = tmp_path_factory.mktemp("multihost") / "config.py"
+  path.write_text(CONFIG)
+  return path
+
+
+@pytest.mark.slow
+def test_two_processes_of_four_devices_equal_one_of_eight(
+  config_file, tmp_path
+):
+  single = _train(config_file, tmp_path / "one", 8)
+  out, err = single.communicate(timeout=600)
+  assert single.returncode == 0, err[-3000:]
+  processes = _two_processes(config_file, tmp_path / "two")
+  outputs = [p.communicate(timeout=600) for p in processes]
+  for p, (_, err) in zip(processes, outputs, strict=True):
+    assert p.returncode == 0, err[-3000:]
+  assert "8 devices" in outputs[0][1]  # 2 processes x 4 = 8 global devices
+  one, two = _params(tmp_path / "one"), _params(tmp_path / "two")
+  for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two), strict=True):
+    assert np.max(np.abs(a - b)) <= 1e-5 * max(np.max(np.abs(a)), 1e-12)
+  # Only process 0 writes logs: each logged step appears once.
+  lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
+  assert len(lines) == len(set(lines)) and len(lines) == 3  # steps 2, 3; test
+
+
+@pytest.mark.slow
+def test_a_dead_process_stops_the_other(config_file, tmp_path):
+  processes = _two_processes(
+    f"{config_file}:long", tmp_path / "dead", "--heartbeat_timeout=10"
+  )
+  metrics = tmp_path / "dead" / "metrics.jsonl"
+  deadline = time.monotonic() + 300
+  while not metrics.exists():  # both are training
+    assert time.monotonic() < deadline
+    assert all(p.poll() is None for p in processes)
+    time.sleep(0.2)
+  processes[1].send_signal(signal.SIGKILL)
+  start = time.monotonic()
+  out, err = processes[0].communicate(timeout=180)
+  elapsed = time.monotonic() - start
+  processes[1].communicate()
+  assert processes[0].returncode != 0
+  assert elapsed < 120, elapsed
+  # The coordination service names the cause (a task stopped answering).
+  assert "another task died" in err or "unhealthy" in err, err[-3000:]
+
+
+def test_single_process_needs_no_runtime(monkeypatch):
+  from jvision import parallel
+
+  for key in ("SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "CLOUD_TPU_TASK_ID"):
+    monkeypatch.delenv(key, raising=False)
+  assert parallel.initialize() is False
+  monkeypatch.setenv("SLURM_JOB_ID", "7")
+  monkeypatch.setenv("SLURM_NTASKS", "1")  # a one-task SLURM job
+  assert parallel.initialize() is False
+
+
+def test_coordinator_without_process_id_is_an_error():
+  from jvision import parallel
+
+  with pytest.raises(ValueError, match="needs --num_processes and"):
+    parallel.initialize("127.0.0.1:1234", num_processes=2)
