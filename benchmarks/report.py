@@ -111,6 +111,22 @@ def table() -> str:
       rows += demo_rows(record)
     elif path.stem.startswith("simclr_fashion_mnist"):
       rows += simclr_rows(record)
+    elif path.stem == "memory":
+      for trainer, r in record.items():
+        if trainer in ("machine", "method"):
+          continue
+        device = r["device_peak_bytes"]
+        device = (
+          "not reported by the CPU backend"
+          if device is None
+          else f"{device / 2**20:.0f} MiB"
+        )
+        rows.append(
+          f"| peak memory, {trainer} (`{r['recipe']}`) | host "
+          f"{r['peak_host_rss_mib']:.0f} MiB; device {device} | "
+          f"{_machine(record)} | {record['machine']['date']} | "
+          f"{record['method']} |"
+        )
     elif path.stem == "pixel_knn_fashion_mnist":
       rows.append(
         "| kNN monitor protocol on Fashion-MNIST pixels (no network) | "
