@@ -12,11 +12,10 @@ warmup then cosine decay, random 2-pixel shifts and horizontal flips,
 
 Measured on the 2-core AMD EPYC CPU (benchmarks/results/
 accuracy_fashion_mnist_cnn.json): 92.24 +- 0.11% test accuracy over seeds
-0, 1, 2 (92.27, 92.33, 92.11). `jvision demo` (this recipe, one process on an
-otherwise idle machine) takes 3.1 min end to end (benchmarks/results/
-demo.json).
+0, 1, 2 (92.27, 92.33, 92.11). Alone on the idle machine, training and
+evaluation take about 3 minutes (it was the first `jvision demo`).
 
-`jvision demo` runs this recipe as it is. Argument "runlocal": a quick check.
+Argument "runlocal": a quick check.
 """
 
 from jvision.train import defaults
