@@ -1,4 +1,4 @@
-"""jit-8, pmap-8 and jit-1 train identically (config.parallel).
+"""jit-8, pmap-8 and jit-1 train identically (config.parallel, 1 vs 8 devices).
 
 Three steps of the real supervised and SimCLR steps of a ResNet with batch
 norm, on 8 CPU devices (conftest) and on one: the same losses and
