@@ -163,25 +163,26 @@ def write_preview(workdir, images, views_fn, rng, *, mean, std) -> None:
   logging.info("wrote the augmentation preview %s", path)
 
 
-def build_model(config, num_classes: int, dtype=jnp.float32, bn_axis_name=None):
+def build_model(config, num_classes: int, model_kwargs: dict | None = None):
   """The SimCLRModel of `config`: backbone + projection head + probe.
 
-  `dtype` is the computation dtype (parameters stay float32);
-  `bn_axis_name` the pmap axis batch norm averages over (pmap form only).
+  `model_kwargs` are the backbone's keyword arguments, `Run.model_kwargs`
+  of `setup.prepare_run` (the config's `model` section with the dtype and,
+  under pmap, `bn_axis_name`, which the projection head shares); default:
+  the `model` section alone.
   """
-  model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
-  if bn_axis_name:
-    model_kwargs["bn_axis_name"] = bn_axis_name
+  if model_kwargs is None:
+    model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
   backbone = models.create_model(
-    config.model.name, num_classes=0, dtype=dtype, **model_kwargs
+    config.model.name, num_classes=0, **model_kwargs
   )
   return create_simclr_model(
     backbone,
     num_classes=num_classes,
     hidden_dims=config.simclr.proj_hidden_dims,
     out_dim=config.simclr.proj_dim,
-    dtype=dtype,
-    bn_axis_name=bn_axis_name,
+    dtype=model_kwargs.get("dtype", jnp.float32),
+    bn_axis_name=model_kwargs.get("bn_axis_name"),
   )
 
 
@@ -200,12 +201,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     )
   run = setup.prepare_run(config, workdir)
   config, mesh = run.config, run.mesh
-  model = build_model(
-    config,
-    run.train.num_classes,
-    dtype=run.model_kwargs["dtype"],
-    bn_axis_name=run.model_kwargs.get("bn_axis_name"),
-  )
+  model = build_model(config, run.train.num_classes, run.model_kwargs)
   started = setup.start_state(run, model, workdir)
   views = functools.partial(
     simclr_augment.two_views,

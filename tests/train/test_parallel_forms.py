@@ -60,7 +60,7 @@ def _supervised(bn_axis_name):
 
 def _simclr(bn_axis_name):
   config = tiny_simclr_config()
-  model = simclr.build_model(config, 10, bn_axis_name=bn_axis_name)
+  model = simclr.build_model(config, 10, {"bn_axis_name": bn_axis_name})
   state = create_train_state(
     config, model, image_shape=(16, 16, 1), learning_rate_fn=_lr()
   )
