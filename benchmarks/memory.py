@@ -7,9 +7,14 @@ Fashion-MNIST (their `runlocal` form unless --full: the same networks and
 batch sizes, fewer steps and images) in a fresh subprocess each, in a
 temporary workdir, and records the process's peak resident host memory
 (`ru_maxrss`) and, where the backend reports it (GPUs, TPUs; not the CPU
-backend), the device's peak bytes in use. The jit form donates the train
-state's buffers to each step (one copy of parameters and optimizer state
-instead of two). Saved to benchmarks/results/memory.json.
+backend), the device's peak bytes in use.
+
+On every backend it also records XLA's own account of the compiled train
+step's device memory (`Compiled.memory_analysis()`: arguments, outputs,
+temporaries and the bytes outputs alias from donated inputs), for the step
+as trained (the train state donated) and compiled again without donation.
+The step's device footprint is arguments + outputs + temporaries - aliased.
+Saved to benchmarks/results/memory.json.
 """
 
 from __future__ import annotations
@@ -32,11 +37,65 @@ RECIPES = {
 }
 
 
+MIB = 2**20
+
+
+def footprint(compiled) -> dict:
+  """MiB of device memory a compiled step needs, from XLA's analysis."""
+  stats = compiled.memory_analysis()
+  parts = {
+    "arguments": stats.argument_size_in_bytes,
+    "outputs": stats.output_size_in_bytes,
+    "temporaries": stats.temp_size_in_bytes,
+    "aliased": stats.alias_size_in_bytes,
+  }
+  # A donated buffer counts among both arguments and outputs but is one
+  # buffer: count it once.
+  total = (
+    parts["arguments"]
+    + parts["outputs"]
+    + parts["temporaries"]
+    - parts["aliased"]
+  )
+  return {k: round(v / MIB, 2) for k, v in {**parts, "total": total}.items()}
+
+
+def record_step_memory(found: dict):
+  """Wraps `parallel.compile_train_step` to analyse the first step it runs.
+
+  The wrapped step compiles the trainer's real step function (with and
+  without donating the state) for the real state and batch of its first
+  call and stores both footprints in `found`.
+  """
+  from jvision import parallel
+
+  original = parallel.compile_train_step
+
+  def compile_and_record(step, mesh, *, form, donate_state=True):
+    compiled = original(step, mesh, form=form, donate_state=donate_state)
+    if form != "jit":
+      return compiled
+    plain = original(step, mesh, form=form, donate_state=False)
+
+    def first_call(state, batch):
+      if not found:
+        found["donated"] = footprint(compiled.lower(state, batch).compile())
+        found["not_donated"] = footprint(plain.lower(state, batch).compile())
+      return compiled(state, batch)
+
+    return first_call
+
+  parallel.compile_train_step = compile_and_record
+
+
 def child(spec: str, workdir: str, init_from: str) -> None:
   """Runs one recipe in this process and prints its peak memory as JSON."""
   import jax
 
   from jvision import configs_io, train
+
+  step_memory = {}
+  record_step_memory(step_memory)
 
   config = configs_io.load_config_file(spec)
   config.progress_bar = False
@@ -51,6 +110,7 @@ def child(spec: str, workdir: str, init_from: str) -> None:
         / 1024,
         "device_peak_bytes": stats.get("peak_bytes_in_use"),
         "backend": jax.default_backend(),
+        "train_step_device_mib": step_memory,
       }
     )
   )
@@ -90,7 +150,12 @@ def main(argv):
   record["method"] = (
     "one `jvision train` subprocess per trainer (runlocal recipes unless "
     "--full): peak resident host memory (ru_maxrss) and the device's "
-    "peak_bytes_in_use where the backend reports it"
+    "peak_bytes_in_use where the backend reports it; train_step_device_mib: "
+    "XLA's memory_analysis() of the compiled jit train step for the run's "
+    "real state and batch (per device), with the state donated (as "
+    "trained) and without; total = arguments + outputs + temporaries - "
+    "aliased (a donated buffer is one buffer, not an argument and an "
+    "output)"
   )
   print("saved", common.save("memory", record))
 

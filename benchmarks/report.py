@@ -24,6 +24,33 @@ def _machine(record: dict) -> str:
   return f"{m['cpu']}, {m['cores']} cores; jax {m['versions']['jax']}"
 
 
+def memory_rows(record: dict) -> list[str]:
+  """Peak host memory, device peak and compiled step footprint per trainer."""
+  rows = []
+  for trainer, r in record.items():
+    if trainer in ("machine", "method"):
+      continue
+    device = r["device_peak_bytes"]
+    device = (
+      "peak not reported by the CPU backend"
+      if device is None
+      else f"peak {device / 2**20:.0f} MiB"
+    )
+    step = r.get("train_step_device_mib")
+    if step:
+      device += (
+        f"; compiled train step {step['donated']['total']:.0f} MiB "
+        f"(state donated; {step['not_donated']['total']:.0f} MiB without)"
+      )
+    rows.append(
+      f"| memory, {trainer} (`{r['recipe']}`) | host "
+      f"{r['peak_host_rss_mib']:.0f} MiB; device: {device} | "
+      f"{_machine(record)} | {record['machine']['date']} | "
+      f"{record['method']} |"
+    )
+  return rows
+
+
 def accuracy_rows(name: str, record: dict) -> list[str]:
   n = len(record["runs"])
   requested = len(record.get("seeds_requested", record["runs"]))
@@ -112,21 +139,7 @@ def table() -> str:
     elif path.stem.startswith("simclr_fashion_mnist"):
       rows += simclr_rows(record)
     elif path.stem == "memory":
-      for trainer, r in record.items():
-        if trainer in ("machine", "method"):
-          continue
-        device = r["device_peak_bytes"]
-        device = (
-          "not reported by the CPU backend"
-          if device is None
-          else f"{device / 2**20:.0f} MiB"
-        )
-        rows.append(
-          f"| peak memory, {trainer} (`{r['recipe']}`) | host "
-          f"{r['peak_host_rss_mib']:.0f} MiB; device {device} | "
-          f"{_machine(record)} | {record['machine']['date']} | "
-          f"{record['method']} |"
-        )
+      rows += memory_rows(record)
     elif path.stem == "pixel_knn_fashion_mnist":
       rows.append(
         "| kNN monitor protocol on Fashion-MNIST pixels (no network) | "
