@@ -51,6 +51,27 @@ def load_variables(workdir: str) -> tuple[dict, int]:
   return variables, step
 
 
+HEAD = "head"  # the classifier of supervised and fine-tuned models
+
+
+def load_backbone(workdir: str) -> tuple[dict, dict, str]:
+  """(params, batch_stats, description) of a workdir's newest backbone.
+
+  SimCLR runs keep it under "backbone"; supervised and fine-tuned runs are
+  the backbone plus a "head" that is dropped. The backbone is the model of
+  the run's `config.model` section built with `num_classes=0`.
+  """
+  config = read_config(workdir)
+  variables, step = load_variables(workdir)
+  params = variables["params"]
+  stats = variables.get("batch_stats") or {}
+  if config.trainer == "simclr":
+    params, stats = params["backbone"], stats.get("backbone", {})
+  else:
+    params = {k: v for k, v in params.items() if k != HEAD}
+  return params, stats, f"{workdir} ({config.trainer}, step {step})"
+
+
 def predict_step(variables, batch, *, model, normalize):
   """Logits of a batch: float32 [B, K]."""
   x = normalize(batch["image"])

@@ -22,6 +22,13 @@ def data_config() -> ml_collections.ConfigDict:
       # A data spec (DESIGN.md): fashion_mnist | mnist | cifar10 |
       # tfds:NAME[:CONFIG] | folder:PATH | idx:DIR.
       "name": "fashion_mnist",
+      # An audit manifest (`jvision audit`'s OUT/manifest.jsonl): when set,
+      # the run reads exactly its examples, labels and class names, from
+      # the source the manifest names; data.name, label_spec and
+      # holdout_fraction are then not read. train_split and eval_split name
+      # manifest splits; image_size, channels, data_dir and max_per_class
+      # apply as usual.
+      "manifest": config_dict.placeholder(str),
       "image_size": config_dict.placeholder(int),  # None: the source's own
       "channels": config_dict.placeholder(int),  # None: the source's own
       "data_dir": config_dict.placeholder(str),  # TFDS data_dir

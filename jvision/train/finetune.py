@@ -19,19 +19,17 @@ Resume order: the newest checkpoint of this workdir, then `init_from`.
 from __future__ import annotations
 
 import functools
-import os
 import re
 
 import jax
 import ml_collections
 import numpy as np
 
-from jvision import checkpoint as checkpoint_lib
 from jvision import models
 from jvision.evaluate import workdir as eval_workdir
 from jvision.train import setup, supervised
 
-HEAD = "head"
+HEAD = eval_workdir.HEAD
 
 
 class CheckpointMismatchError(ValueError):
@@ -59,29 +57,12 @@ def _unflat(flat: dict) -> dict:
 
 
 def pretrained_backbone(workdir: str) -> tuple[dict, dict, str]:
-  """(params, batch_stats, description) of a workdir's newest backbone.
-
-  SimCLR runs keep it under "backbone"; supervised runs are the backbone
-  plus a "head" that is dropped.
-  """
-  config = eval_workdir.read_config(workdir)
-  ckpt = checkpoint_lib.Checkpointer(
-    os.path.join(workdir, "checkpoints"), async_save=False
-  )
-  step = ckpt.latest_step()
-  if step is None:
-    raise FileNotFoundError(
-      f"config.init_from={workdir} has no checkpoint in {workdir}/checkpoints"
-    )
-  state = ckpt.restore_raw(step)
-  ckpt.close()
-  params, stats = state["params"], state.get("batch_stats") or {}
-  if config.trainer == "simclr":
-    params, stats = params["backbone"], stats.get("backbone", {})
-  else:
-    params = {k: v for k, v in params.items() if k != HEAD}
-  source = f"init_from {workdir} ({config.trainer}, step {step})"
-  return params, stats, source
+  """(params, batch_stats, description) of `config.init_from`'s backbone."""
+  try:
+    params, stats, description = eval_workdir.load_backbone(workdir)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"config.init_from={workdir}: {e}") from e
+  return params, stats, f"init_from {description}"
 
 
 def merge_backbone(fresh: dict, pretrained: dict, *, what: str) -> dict:

@@ -89,9 +89,14 @@ def flatten(tree: dict, prefix: str = "") -> dict:
   return flat
 
 
-# Keys added to the config after workdirs were first written, with the value
-# that runs recorded without them used: resuming such a run is no change.
-ADDED_KEYS = {"grad_accum_steps": 1, "dtype": "float32"}
+# Keys added to the config after workdirs were first written (dotted when
+# nested), with the value that runs recorded without them used: resuming
+# such a run is no change.
+ADDED_KEYS = {
+  "grad_accum_steps": 1,
+  "dtype": "float32",
+  "data.manifest": None,
+}
 
 
 def config_differences(old: dict, new: dict) -> list[str]:
