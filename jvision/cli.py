@@ -3,10 +3,13 @@
     jvision train   --config=experiments/X.py[:ARGS] --workdir=DIR
                     [--config.KEY=VALUE ...]
     jvision eval    --workdir=DIR [--split=test]
+    jvision audit   --data=SPEC --out=DIR [--labels=labels.json]
+                    [--encoder=WORKDIR] [--audit.KEY=VALUE ...]
     jvision demo    [--workdir=DIR]
 
 The logic lives in importable modules: `jvision.train` (trainers),
-`jvision.evaluate` (metrics and reports), `jvision.demo`.
+`jvision.evaluate` (metrics and reports), `jvision.audit` (data audit),
+`jvision.demo`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jvision import logging_setup
+from jvision.audit import defaults as audit_defaults
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config",
@@ -27,7 +31,22 @@ _CONFIG = config_flags.DEFINE_config_file(
   "Experiment config file: experiments/X.py[:ARG].",
   lock_config=True,
 )
+_AUDIT = config_flags.DEFINE_config_dict(
+  "audit",
+  audit_defaults.audit_config(),
+  "Audit settings (jvision.audit.defaults), e.g. "
+  "--audit.near_duplicate.threshold=0.98.",
+  lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
+_DATA = flags.DEFINE_string("data", None, "Audit: the data spec to audit.")
+_OUT = flags.DEFINE_string("out", None, "Audit: the output directory.")
+_LABELS = flags.DEFINE_string(
+  "labels", None, "Audit: a label spec JSON to validate the classes against."
+)
+_ENCODER = flags.DEFINE_string(
+  "encoder", None, "Audit: a jvision workdir whose backbone embeds images."
+)
 _SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate.")
 _COORDINATOR = flags.DEFINE_string(
   "coordinator_address",
@@ -47,8 +66,8 @@ _HEARTBEAT = flags.DEFINE_integer(
   "stops the others.",
 )
 
-COMMANDS = ("train", "eval", "demo")
-PLANNED = ("audit", "predict", "export", "search")
+COMMANDS = ("train", "eval", "audit", "demo")
+PLANNED = ("predict", "export", "search")
 
 
 def _train(argv):
@@ -74,6 +93,21 @@ def _eval(argv):
   )
 
 
+def _audit(argv):
+  from jvision.audit import run
+
+  if not _DATA.value or not _OUT.value:
+    raise app.UsageError("audit needs --data=SPEC and --out=DIR")
+  summary = run.run_audit(
+    _DATA.value,
+    _OUT.value,
+    labels=_LABELS.value,
+    encoder=_ENCODER.value,
+    config=_AUDIT.value,
+  )
+  print(run.format_summary(summary, _OUT.value))
+
+
 def _demo(argv):
   from jvision import demo
 
@@ -93,7 +127,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(rest)}")
   if command in PLANNED:
     raise app.UsageError(f"`jvision {command}` is not built yet")
-  handlers = {"train": _train, "eval": _eval, "demo": _demo}
+  handlers = {"train": _train, "eval": _eval, "audit": _audit, "demo": _demo}
   if command not in handlers:
     close = difflib.get_close_matches(command, COMMANDS, n=1)
     hint = f"; did you mean {close[0]}?" if close else ""

@@ -87,7 +87,7 @@ def _split_order(name: str) -> tuple[int, str]:
   return rank, name
 
 
-class _Tree:
+class Tree:
   """Read access to the files of a directory or a zip."""
 
   def __init__(self, path: str):
@@ -137,8 +137,8 @@ def _walk(path: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def _open_tree(path: str) -> Iterator[_Tree]:
-  tree = _Tree(path)
+def open_tree(path: str) -> Iterator[Tree]:
+  tree = Tree(path)
   try:
     yield tree
   finally:
@@ -194,7 +194,7 @@ def index_folder(path: str) -> FolderIndex:
     DataError: the path is missing, holds no images, or mixes split folders
       with other folders.
   """
-  with _open_tree(path) as tree:
+  with open_tree(path) as tree:
     names = [n for n in tree.names if _is_image(n)]
   prefix, names = _strip_wrappers(names)
   if not names:
@@ -342,7 +342,7 @@ def load_folder(
     progress: show a tqdm bar while decoding.
     use_cache: read and write the decoded-array cache.
     workers: decoding threads; None picks 1 for small files, else
-      `decode.default_workers()` (see `_pick_workers`).
+      `decode.default_workers()` (see `pick_workers`).
 
   Returns:
     The split; `skipped` lists unreadable files.
@@ -369,7 +369,7 @@ def load_folder(
     dataset = cache.cached(key, compute)
   else:
     dataset = compute()
-  _warn_skipped(f"folder:{path}", split, dataset.skipped)
+  warn_skipped(f"folder:{path}", split, dataset.skipped)
   return dataset
 
 
@@ -402,13 +402,13 @@ def _load_uncached(
     keep = first_per_class(labels, ids, options["max_per_class"])
     ids, labels = ids[keep], labels[keep]
   names = [index.prefix + str(i) for i in ids]
-  with _open_tree(path) as tree:
+  with open_tree(path) as tree:
     images, skipped = decode.decode_many(
       [str(i) for i in ids],
       lambda name: tree.read(index.prefix + name),
       image_size=options["image_size"],
       channels=options["channels"],
-      workers=workers or _pick_workers(tree, names),
+      workers=workers or pick_workers(tree, names),
       progress=progress,
       desc=f"{os.path.basename(path)} {split}",
     )
@@ -430,7 +430,7 @@ def _load_uncached(
   )
 
 
-def _pick_workers(tree: _Tree, names: list[str]) -> int:
+def pick_workers(tree: Tree, names: list[str]) -> int:
   """Decoding threads for these files: 1 when they are small.
 
   PIL holds the GIL for much of a small file's decode, so threads only add
@@ -455,7 +455,7 @@ def _pick_workers(tree: _Tree, names: list[str]) -> int:
   return decode.default_workers()
 
 
-def _warn_skipped(
+def warn_skipped(
   source: str, split: str, skipped: tuple[tuple[str, str], ...]
 ) -> None:
   """Logs one warning with the count and the paths of skipped files."""

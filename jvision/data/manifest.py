@@ -403,7 +403,7 @@ def _load_folder_rows(
     dataset = cache.cached(key, compute)
   else:
     dataset = compute()
-  folder._warn_skipped(
+  folder.warn_skipped(
     f"manifest {manifest.path} (folder:{root})", split, dataset.skipped
   )
   return dataset
@@ -426,7 +426,7 @@ def _decode_folder_rows(
   """Reads and decodes the rows' files from a directory or zip (no cache)."""
   paths = [r.path for r in rows]
   try:
-    tree = folder._Tree(root)
+    tree = folder.Tree(root)
   except DataError as e:
     raise DataError(f"manifest {manifest.path}: {e}") from e
   try:
@@ -441,7 +441,7 @@ def _decode_folder_rows(
     images, skipped = decode.decode_many(
       paths,
       tree.read,
-      workers=folder._pick_workers(tree, paths),
+      workers=folder.pick_workers(tree, paths),
       progress=progress,
       desc=f"{os.path.basename(manifest.path)} {split}",
       **options,
