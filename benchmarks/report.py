@@ -51,6 +51,45 @@ def memory_rows(record: dict) -> list[str]:
   return rows
 
 
+def audit_rows(record: dict) -> list[str]:
+  """Per planted set: recall per issue, label-issue precision, targets."""
+  rows = []
+  for name, r in record["sets"].items():
+    scores = r["scores"]
+    recalls = ", ".join(
+      f"{issue} {s['recall']:.2f}"
+      for issue, s in scores.items()
+      if s.get("recall") is not None and issue != "label_issue"
+    )
+    label = scores["label_issue"]
+    met = sum(t["met"] for t in r["targets"].values())
+    value = (
+      f"recall: {recalls}; label_issue precision {label['precision']:.2f} "
+      f"at recall {label['recall']:.2f}; {met} of {len(r['targets'])} "
+      f"targets met; {r['audit_seconds']:.0f} s"
+    )
+    rows.append(
+      f"| `jvision audit`, planted {name} (5,250 files) | {value} | "
+      f"{_machine(record)} | {record['machine']['date']} | "
+      f"{record['method']} |"
+    )
+  return rows
+
+
+def audit_speed_rows(record: dict) -> list[str]:
+  value = (
+    f"jvision {record['jvision_seconds']:.0f} s (encoder "
+    f"{record['encoder']}), cleanvision {record['cleanvision_version']} "
+    f"{record['cleanvision_seconds']:.0f} s: "
+    f"{record['speed_ratio_cleanvision_over_jvision']:.1f}x faster"
+  )
+  return [
+    f"| audit of {record['images']:,} Fashion-MNIST PNG files | {value} | "
+    f"{_machine(record)} | {record['machine']['date']} | one cold run "
+    "each (empty cache), wall time of the whole command |"
+  ]
+
+
 def accuracy_rows(name: str, record: dict) -> list[str]:
   n = len(record["runs"])
   requested = len(record.get("seeds_requested", record["runs"]))
@@ -138,6 +177,10 @@ def table() -> str:
       rows += demo_rows(record)
     elif path.stem.startswith("simclr_fashion_mnist"):
       rows += simclr_rows(record)
+    elif path.stem == "audit_planted":
+      rows += audit_rows(record)
+    elif path.stem == "audit_speed":
+      rows += audit_speed_rows(record)
     elif path.stem == "memory":
       rows += memory_rows(record)
     elif path.stem == "pixel_knn_fashion_mnist":

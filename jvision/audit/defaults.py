@@ -34,9 +34,17 @@ def audit_config() -> ml_collections.ConfigDict:
         "descriptor_blur": 1.0,  # px at 28x28, scaled with the work size
         "blur": 0.7,  # px at 28x28 before matching, scaled likewise
         "radius": 0.1,  # largest shift tried, as a fraction of the side
-        # Zoom-in factors tried besides 1 (finds cropped-and-resized copies).
-        "zooms": (1.1, 1.2),
+        # Every image zoomed in by these factors is looked up too, so that
+        # cropped-and-resized copies are found; each such candidate is
+        # verified at zoom x step for each step (NCC tolerates ~3% of zoom
+        # error, so 1.15 x (0.955, 1.045) covers crops of about 7-20%).
+        "zooms": (1.15,),
+        "zoom_steps": (0.955, 1.045),
         "zoom_neighbours": 4,  # candidates per image and zoom
+        # Also take candidates from the encoder's embeddings (--encoder):
+        # on planted Fashion-MNIST, near_duplicate recall 0.96 vs 0.93, for
+        # one more neighbour search (~14 s per 70,000 images on 2 cores).
+        "use_encoder": False,
         "threshold": 0.99,  # NCC at or above: near duplicate
       },
       # Per issue: k robust standard deviations beyond the dataset median,
@@ -56,7 +64,7 @@ def audit_config() -> ml_collections.ConfigDict:
         "enabled": True,
         "folds": 5,  # k of the out-of-fold predictions
         "dims": 256,  # principal components of the embeddings used
-        "l2": 1e-3,
+        "l2": 0.1,  # on standardized features; set on the planted benchmark
         "steps": 300,
         "learning_rate": 0.05,
         "filter_by": "both",  # cleanlab's find_label_issues rule

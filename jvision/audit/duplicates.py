@@ -34,6 +34,7 @@ import hashlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.ndimage
 import tqdm
 
 
@@ -77,55 +78,72 @@ def centre_of_mass(gray: np.ndarray) -> np.ndarray:
   return np.rint(shifts).astype(np.int64)
 
 
-def shift_image(x: np.ndarray, dy: int, dx: int, fill: float) -> np.ndarray:
-  """Moves float [H, W] by (dy, dx) pixels; uncovered pixels get `fill`."""
-  h, w = x.shape
-  out = np.full_like(x, fill)
-  out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
-    max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
-  ]
+def centred(gray: np.ndarray) -> np.ndarray:
+  """Each image moved to centre its mass, filled with its border value.
+
+  Args:
+    gray: float [N, H, W].
+
+  Returns:
+    float [N, H, W].
+  """
+  n, h, w = gray.shape
+  shifts = centre_of_mass(gray)  # [N, 2]
+  pad = max(h, w) // 2
+  shifts = np.clip(shifts, -pad, pad)
+  fills = border_values(gray).astype(gray.dtype)
+  out = np.empty_like(gray)
+  out[:] = fills[:, None, None]
+  # One slice assignment per distinct shift (a few dozen), not per image.
+  for dy, dx in np.unique(shifts, axis=0):
+    members = np.flatnonzero((shifts[:, 0] == dy) & (shifts[:, 1] == dx))
+    out[members, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = (
+      gray[
+        members, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+      ]
+    )
   return out
 
 
-def centred(gray: np.ndarray) -> np.ndarray:
-  """Each image moved to centre its mass, filled with its border value."""
-  shifts = centre_of_mass(gray)
-  fills = border_values(gray)
-  return np.stack(
-    [
-      shift_image(x, dy, dx, f)
-      for x, (dy, dx), f in zip(gray, shifts, fills, strict=True)
-    ]
-  )
-
-
-def gaussian_blur(gray: jnp.ndarray, sigma: float) -> jnp.ndarray:
-  """Separable Gaussian blur of float [N, H, W] (edges replicated)."""
+def gaussian_blur(gray: np.ndarray, sigma: float) -> np.ndarray:
+  """Gaussian blur of float [N, H, W] over H and W (edges extended)."""
   if sigma <= 0:
-    return gray
-  radius = max(1, int(np.ceil(3 * sigma)))
-  taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-  taps = jnp.asarray(taps / taps.sum(), jnp.float32)
-  x = jnp.pad(gray, ((0, 0), (radius, radius), (radius, radius)), "edge")
-  h, w = gray.shape[1:]
-  x = sum(t * x[:, i : i + h, :] for i, t in enumerate(taps))
-  return sum(t * x[:, :, i : i + w] for i, t in enumerate(taps))
+    return np.asarray(gray, np.float32)
+  return scipy.ndimage.gaussian_filter(
+    np.asarray(gray, np.float32),
+    sigma=(0, sigma, sigma),
+    mode="nearest",
+    truncate=3.0,
+  )
 
 
 def descriptors(gray: np.ndarray, *, grid: int, sigma: float) -> np.ndarray:
   """Shift-tolerant unit vectors for candidate search: float32 [N, grid^2]."""
-  x = gaussian_blur(jnp.asarray(centred(gray)), sigma)
+  x = jnp.asarray(gaussian_blur(centred(gray), sigma))
   x = jax.image.resize(x, (len(x), grid, grid), "linear").reshape(len(x), -1)
   x = x - x.mean(1, keepdims=True)
   return np.asarray(x / (jnp.linalg.norm(x, axis=1, keepdims=True) + 1e-6))
 
 
-@functools.partial(jax.jit, static_argnames=("k",))
-def _top_k_block(queries, bank, offset, *, k):
+@functools.partial(jax.jit, static_argnames=("k", "chunk"))
+def _top_k_block(queries, bank, *, k, chunk):
+  """Top-k bank rows per query, exactly, in two levels: int [b, k].
+
+  XLA:CPU's top_k over 70,000 columns costs more than the matrix product;
+  so each row is cut into chunks, the k chunks with the largest maxima are
+  kept (every top-k element lies in one of them: a chunk holding one has a
+  maximum at least that large, and fewer than k chunks can beat it), and
+  top_k runs on those k x chunk values only. The bank's length must be a
+  multiple of `chunk` (padding rows, see `nearest_neighbours`).
+  """
   sims = queries @ bank.T  # [b, N]
-  rows = jnp.arange(queries.shape[0]) + offset
-  sims = sims.at[jnp.arange(queries.shape[0]), rows].set(-jnp.inf)  # no self
-  return jax.lax.top_k(sims, k)
+  b = sims.shape[0]
+  chunks = sims.reshape(b, -1, chunk)  # [b, C, chunk]
+  _, best = jax.lax.top_k(chunks.max(-1), k)  # [b, k] chunk ids
+  picked = jnp.take_along_axis(chunks, best[:, :, None], 1).reshape(b, -1)
+  _, flat = jax.lax.top_k(picked, k)  # [b, k]
+  rows = jnp.arange(b)[:, None]
+  return best[rows, flat // chunk] * chunk + flat % chunk
 
 
 def nearest_neighbours(
@@ -149,24 +167,40 @@ def nearest_neighbours(
   Returns:
     int [N, k] indices into `vectors`, most similar first.
   """
-  n = len(vectors)
+  n, dims = vectors.shape
   k = min(k, n - 1)
   if k < 1:
     return np.zeros((n, 0), np.int64)
   queries = vectors if queries is None else queries
-  bank = jnp.asarray(vectors, jnp.float32)
-  padded = np.concatenate(
-    [queries, np.zeros((-n % block, queries.shape[1]), np.float32)]
-  )
-  idx = []
+  chunk = max(1, min(256, n // (k + 1)))  # at least k + 1 chunks
+  # Padding rows score -1e9 against every query through an extra
+  # coordinate (1 for queries, 0 for real rows), so no mask is needed.
+  bank = np.zeros((n + (-n % chunk), dims + 1), np.float32)
+  bank[:n, :dims] = vectors
+  bank[n:, dims] = -1e9
+  bank = jnp.asarray(bank)
+  padded = np.ones((n + (-n % block), dims + 1), np.float32)
+  padded[:n, :dims] = queries
+  found = []
   for start in tqdm.trange(
     0, n, block, desc="neighbours", disable=not progress
   ):
-    _, i = _top_k_block(
-      jnp.asarray(padded[start : start + block]), bank, start, k=k
+    found.append(
+      np.asarray(
+        _top_k_block(
+          jnp.asarray(padded[start : start + block]),
+          bank,
+          k=k + 1,
+          chunk=chunk,
+        )
+      )
     )
-    idx.append(np.asarray(i))
-  return np.concatenate(idx)[:n]
+  found = np.concatenate(found)[:n]  # [N, k + 1], may include the query
+  is_self = found == np.arange(n)[:, None]
+  # Drop the query itself where present, else the (k + 1)-th neighbour.
+  keep = ~is_self
+  keep[~is_self.any(1), k] = False
+  return found[keep].reshape(n, k)
 
 
 def neighbour_pairs(idx: np.ndarray) -> np.ndarray:
@@ -210,7 +244,66 @@ def _box_sums(x: jnp.ndarray, n: int) -> jnp.ndarray:
   return c[:, n:, n:] - c[:, :-n, n:] - c[:, n:, :-n] + c[:, :-n, :-n]
 
 
+def _fft_side(s: int) -> int:
+  """FFT side >= S (a power of two): correlations do not wrap around."""
+  return 1 << (s - 1).bit_length()
+
+
 @functools.partial(jax.jit, static_argnames=("radius",))
+def template_spectra(images: jnp.ndarray, *, radius: int) -> jnp.ndarray:
+  """Conjugate spectra of each image's unit central template.
+
+  Args:
+    images: float32 [N, S, S] blurred grey images.
+    radius: largest shift in pixels.
+
+  Returns:
+    complex64 [N, F, F/2+1]: the (S-2r) x (S-2r) centre with zero mean and
+    unit norm (all zeros for a flat one), transformed and conjugated.
+  """
+  _, s, _ = images.shape
+  inner = s - 2 * radius
+  f = _fft_side(s)
+  t = images[:, radius : radius + inner, radius : radius + inner]
+  t = t - t.mean((1, 2), keepdims=True)
+  norm = jnp.sqrt((t * t).sum((1, 2), keepdims=True))
+  t = jnp.where(norm > 1e-4, t / jnp.maximum(norm, 1e-4), 0.0)
+  return jnp.conj(jnp.fft.rfft2(t, s=(f, f)))
+
+
+@functools.partial(jax.jit, static_argnames=("radius",))
+def window_spectra(
+  images: jnp.ndarray, *, radius: int
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Each image's spectrum and the norms of its shifted windows.
+
+  Args:
+    images: float32 [N, S, S] blurred grey images.
+    radius: largest shift in pixels.
+
+  Returns:
+    (complex64 [N, F, F/2+1] spectra; float32 [N, 2r+1, 2r+1] norms of
+    each shifted (S-2r) x (S-2r) window about its mean).
+  """
+  _, s, _ = images.shape
+  inner = s - 2 * radius
+  f = _fft_side(s)
+  sums = _box_sums(images, inner)
+  variance = _box_sums(images * images, inner) - sums * sums / inner**2
+  return jnp.fft.rfft2(images, s=(f, f)), jnp.sqrt(jnp.maximum(variance, 0.0))
+
+
+@functools.partial(jax.jit, static_argnames=("radius", "side"))
+def _matched(image_fft, window_norm, template_conj, *, radius: int, side: int):
+  """Best NCC per pair from gathered spectra: float [P]."""
+  corr = jnp.fft.irfft2(image_fft * template_conj, s=(side, side))
+  corr = corr[:, : 2 * radius + 1, : 2 * radius + 1]  # [P, 2r+1, 2r+1]
+  ncc = jnp.where(
+    window_norm > 1e-4, corr / jnp.maximum(window_norm, 1e-4), 0.0
+  )
+  return ncc.reshape(ncc.shape[0], -1).max(1)
+
+
 def pair_similarity(
   a: jnp.ndarray, b: jnp.ndarray, *, radius: int
 ) -> jnp.ndarray:
@@ -225,24 +318,26 @@ def pair_similarity(
     a, b: float32 [P, S, S] blurred grey images, pair by pair.
     radius: largest shift in pixels.
   """
-  p, s, _ = a.shape
-  inner = s - 2 * radius
-  t = a[:, radius : radius + inner, radius : radius + inner]
-  t = t - t.mean((1, 2), keepdims=True)
-  norm = jnp.sqrt((t * t).sum((1, 2), keepdims=True))
-  t = jnp.where(norm > 1e-4, t / jnp.maximum(norm, 1e-4), 0.0)  # flat: 0
-  size = 1 << (s - 1).bit_length()  # FFT side >= S: no wrap-around
-  corr = jnp.fft.irfft2(
-    jnp.fft.rfft2(b, s=(size, size))
-    * jnp.conj(jnp.fft.rfft2(t, s=(size, size))),
-    s=(size, size),
-  )[:, : 2 * radius + 1, : 2 * radius + 1]  # [P, 2r+1, 2r+1]
-  sums = _box_sums(b, inner)
-  variance = _box_sums(b * b, inner) - sums * sums / (inner * inner)
-  ncc = jnp.where(
-    variance > 1e-8, corr / jnp.sqrt(jnp.maximum(variance, 1e-8)), 0.0
+  template_conj = template_spectra(a, radius=radius)
+  image_fft, window_norm = window_spectra(b, radius=radius)
+  return _matched(
+    image_fft,
+    window_norm,
+    template_conj,
+    radius=radius,
+    side=_fft_side(a.shape[1]),
   )
-  return ncc.reshape(p, -1).max(1)
+
+
+def _blocked(fn, images: np.ndarray, radius: int, block: int = 4096):
+  """`fn(images, radius=radius)` in blocks, outputs as NumPy arrays."""
+  parts = [
+    jax.tree.map(
+      np.asarray, fn(jnp.asarray(images[i : i + block]), radius=radius)
+    )
+    for i in range(0, len(images), block)
+  ]
+  return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
 
 
 def verify_pairs(
@@ -251,19 +346,38 @@ def verify_pairs(
   pairs: np.ndarray,
   *,
   radius: int,
-  batch: int = 2048,
+  batch: int = 4096,
   progress: bool = True,
 ) -> np.ndarray:
   """`pair_similarity(left[i], right[j])` of each pair (i, j): float32 [P].
 
+  Each image's FFT terms are computed once (`template_spectra`,
+  `window_spectra`), so a pair costs one inverse FFT.
+
   Args:
     left, right: float32 [N, S, S] blurred grey images (right may be the
-      zoomed copies of left).
+      zoomed copies of left, or left itself).
     pairs: int [P, 2].
     radius: largest shift in pixels.
     batch: pairs per compiled call.
     progress: show a tqdm bar.
   """
+  if not len(pairs):
+    return np.zeros(0, np.float32)
+  return _verify(
+    _blocked(template_spectra, left, radius),
+    _blocked(window_spectra, right, radius),
+    pairs,
+    radius=radius,
+    side=_fft_side(left.shape[1]),
+    batch=batch,
+    progress=progress,
+  )
+
+
+def _verify(template_conj, windows, pairs, *, radius, side, batch, progress):
+  """Best NCC of template i against the windows of image j per pair."""
+  image_fft, window_norm = windows
   out = []
   padded = np.concatenate(
     [pairs, np.zeros((-len(pairs) % batch, 2), pairs.dtype)]
@@ -272,15 +386,17 @@ def verify_pairs(
     total=len(pairs), desc="near duplicates", disable=not progress
   ) as bar:
     for start in range(0, len(padded), batch):
-      chunk = padded[start : start + batch]
-      sims = pair_similarity(
-        jnp.asarray(left[chunk[:, 0]]),
-        jnp.asarray(right[chunk[:, 1]]),
+      i, j = padded[start : start + batch].T
+      sims = _matched(
+        image_fft[j],
+        window_norm[j],
+        template_conj[i],
         radius=radius,
+        side=side,
       )
       out.append(np.asarray(sims))
       bar.update(min(batch, len(pairs) - start))
-  return np.concatenate(out)[: len(pairs)] if out else np.zeros(0)
+  return np.concatenate(out)[: len(pairs)]
 
 
 def best_per_pair(
@@ -307,6 +423,7 @@ def search(
   radius: int,
   zooms: tuple[float, ...],
   zoom_neighbours: int,
+  zoom_steps: tuple[float, ...] = (1.0,),
   embeddings: np.ndarray | None = None,
   hashes: list | None = None,
   progress: bool = True,
@@ -327,6 +444,8 @@ def search(
     radius: largest shift tried (px).
     zooms: zoom-in factors tried besides 1.
     zoom_neighbours: candidates per image and zoom.
+    zoom_steps: each zoom's candidates are verified at zoom x step for each
+      step (NCC tolerates about 3% of zoom error).
     embeddings: optional float [N, D] (an encoder's).
     hashes: optional pixel digests per image.
     progress: show progress bars.
@@ -335,7 +454,7 @@ def search(
     (int [P, 2] unordered pairs, float32 [P] best similarity).
   """
   bank = descriptors(gray, grid=grid, sigma=descriptor_blur)
-  blurred = np.asarray(gaussian_blur(jnp.asarray(gray), blur))
+  blurred = gaussian_blur(gray, blur)
   found = nearest_neighbours(bank, neighbours, progress=progress)
   same = [unordered(neighbour_pairs(found))]
   if embeddings is not None:
@@ -346,29 +465,42 @@ def search(
       unit.astype(np.float32), neighbours, progress=progress
     )
     same.append(unordered(neighbour_pairs(found)))
-  lists = [(unordered(np.concatenate(same)), blurred)]
+  # (candidate pairs, the images their second members are matched as)
+  lists = [(unordered(np.concatenate(same)), [blurred])]
   for z in zooms:
-    zoomed = np.asarray(zoom(jnp.asarray(gray), z))
+    queries = descriptors(
+      np.asarray(zoom(jnp.asarray(gray), z)), grid=grid, sigma=descriptor_blur
+    )
     found = nearest_neighbours(
-      bank,
-      zoom_neighbours,
-      queries=descriptors(zoomed, grid=grid, sigma=descriptor_blur),
-      progress=progress,
+      bank, zoom_neighbours, queries=queries, progress=progress
     )
     lists.append(
       (
         neighbour_pairs(found),
-        np.asarray(gaussian_blur(jnp.asarray(zoomed), blur)),
+        [
+          gaussian_blur(np.asarray(zoom(jnp.asarray(gray), z * f)), blur)
+          for f in zoom_steps
+        ],
       )
     )
+  templates = _blocked(template_spectra, blurred, radius)
   all_pairs, all_sims = [], []
-  for pairs, queries in lists:
+  for pairs, views in lists:
     if hashes is not None and len(pairs):
       pairs = pairs[[hashes[a] != hashes[b] for a, b in pairs]]
-    # (query, neighbour): the query's (maybe zoomed) copy vs the neighbour.
-    sims = verify_pairs(
-      blurred, queries, pairs[:, ::-1], radius=radius, progress=progress
-    )
-    all_pairs.append(pairs)
-    all_sims.append(sims)
+    for view in views:
+      # (neighbour, query): the neighbour's template against the (zoomed)
+      # query's windows.
+      all_sims.append(
+        _verify(
+          templates,
+          _blocked(window_spectra, view, radius),
+          pairs[:, ::-1],
+          radius=radius,
+          side=_fft_side(gray.shape[1]),
+          batch=4096,
+          progress=progress,
+        )
+      )
+      all_pairs.append(pairs)
   return best_per_pair(np.concatenate(all_pairs), np.concatenate(all_sims))

@@ -36,24 +36,31 @@ EXPLANATIONS = {
   "not an image format); it is left out of the manifest.",
   "exact_duplicate": "The same pixels as another image of the same split, "
   "shown beside it; score is the pair's similarity (1: identical).",
-  "near_duplicate": "Nearly the same image as another of the same split "
-  "(re-encoded, resized, slightly shifted); score rises with the pair's "
-  "embedding similarity.",
+  "near_duplicate": "Nearly the same picture as another of the same split "
+  "(shifted, resized, cropped, noised, re-encoded, brighter or darker); "
+  "score is the pair's best normalised cross-correlation after aligning "
+  "shifts and zoom (at least the threshold, 0.99 by default).",
   "leakage": "The same or a near-same image is in two splits, so evaluation "
-  "sees training data; score rises with the pair's similarity.",
+  "sees training data; the image of the later split (test after train) is "
+  "flagged; score is the pair's similarity (1: identical pixels).",
   "label_issue": "A classifier trained out-of-fold on the other images "
   "predicts another class with confidence; score rises with how sure it is "
   "that the given label is wrong.",
-  "blurry": "Little fine detail compared with typical images of the "
-  "dataset; score rises the further sharpness falls below the median.",
-  "dark": "Much darker than typical images; score rises the further "
-  "brightness falls below the dataset median.",
-  "light": "Much brighter (washed out) than typical images; score rises the "
-  "further brightness rises above the dataset median.",
+  "blurry": "Little fine detail for its edges (mean |Laplacian| / mean "
+  "|gradient|) compared with typical images of the dataset; score rises the "
+  "further it falls below the median.",
+  "dark": "Much darker than typical images: its highlights (99th-percentile "
+  "brightness) far below the dataset median; score rises with the "
+  "distance.",
+  "light": "Washed out: raised shadows and squeezed contrast (5th-percentile "
+  "brightness minus half the 1st-99th percentile range) far above the "
+  "dataset median; score rises with the distance.",
   "low_information": "Almost uniform content (blank, single colour, little "
-  "structure); score rises as the information measure falls.",
-  "odd_size": "Height or width far from the dataset's typical size; score "
-  "rises with the size ratio.",
+  "structure): grey-histogram entropy far below the dataset median; score "
+  "rises as it falls.",
+  "odd_size": "Size (square root of height x width) far from the dataset's "
+  "typical one, and at least 2x off by default; score rises with the "
+  "ratio.",
   "odd_aspect_ratio": "Width-to-height ratio far from typical, so resizing "
   "to a square distorts or crops it; score rises with the deviation.",
 }

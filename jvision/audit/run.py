@@ -274,6 +274,7 @@ def near_findings(
     radius=max(1, int(round(cfg.radius * size))),
     zooms=tuple(cfg.zooms),
     zoom_neighbours=cfg.zoom_neighbours,
+    zoom_steps=tuple(cfg.zoom_steps),
     embeddings=None if embeddings is None else embeddings[ok],
     hashes=[scanned.hashes[k] for k in ok],
     progress=progress,
@@ -472,7 +473,7 @@ def run_audit(
     findings += exact_findings(scanned)
     near, near_facts = near_findings(
       scanned,
-      embeddings if encoder else None,
+      embeddings if encoder and config.near_duplicate.use_encoder else None,
       config.near_duplicate,
       progress,
     )

@@ -117,9 +117,10 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
       config.data.std,
     )
   workdir_lib.check(workdir, config)
+  manifest = config.data.get("manifest")
   logging.info(
     "data %s: %d train, %d eval images of %s, %d classes, %d devices",
-    config.data.name,
+    f"manifest {manifest}" if manifest else config.data.name,
     len(train),
     len(evaluation),
     train.images.shape[1:],

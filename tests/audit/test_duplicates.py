@@ -58,7 +58,7 @@ def test_pair_similarity_of_copies_and_strangers(digits):
       digits[100],  # another digit
     ]
   )
-  blur = lambda x: duplicates.gaussian_blur(jnp.asarray(x), 0.7)
+  blur = lambda x: jnp.asarray(duplicates.gaussian_blur(x, 0.7))
   sims = np.asarray(duplicates.pair_similarity(blur(a), blur(copies), radius=3))
   assert sims[0] == pytest.approx(1.0, abs=1e-4)
   assert sims[1] == pytest.approx(1.0, abs=1e-4)

@@ -8,6 +8,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -294,3 +295,31 @@ def test_cli_audit(audited, tmp_path):
   )
   assert bad.returncode == 1
   assert "inside the dataset folder" in bad.stderr
+
+
+def test_a_zip_is_audited_like_its_folder(audited, tmp_path):
+  root, out, _, summary, _ = audited
+  archive = tmp_path / "digits.zip"
+  with zipfile.ZipFile(archive, "w") as z:
+    for path in sorted(root.rglob("*")):
+      if path.is_file():
+        z.write(path, f"digits/{path.relative_to(root)}")  # a wrapper folder
+  before = hashlib.sha256(archive.read_bytes()).hexdigest()
+  config = defaults.audit_config()
+  config.label_issue.enabled = False
+  zipped = run.run_audit(
+    f"folder:{archive}", str(tmp_path / "out"), config=config, progress=False
+  )
+  assert hashlib.sha256(archive.read_bytes()).hexdigest() == before
+  assert zipped["total"] == summary["total"]
+  folder_rows = {
+    (f.path, f.issue)
+    for f in read_issues_csv(str(out / "issues.csv"))
+    if f.issue != "label_issue"
+  }
+  zip_rows = {
+    (f.path, f.issue)
+    for f in read_issues_csv(str(tmp_path / "out" / "issues.csv"))
+  }
+  # Paths are relative to the zip's root, wrapper folder included.
+  assert zip_rows == {("digits/" + p, i) for p, i in folder_rows}
