@@ -410,6 +410,31 @@ def _image_reader(scanned: scan.Scan):
   return image_of, tree
 
 
+def _embeddings(scanned, encoder, config, progress):
+  """float32 [N, D] embeddings (zeros where unreadable) and what made them.
+
+  (None, "none") when nothing needs them: label issues disabled and no
+  encoder candidates for near duplicates.
+  """
+  wanted = config.label_issue.enabled or (
+    encoder and config.near_duplicate.use_encoder
+  )
+  if not wanted:
+    return None, "none (label issues disabled)"
+  ok = scanned.ok
+  if encoder:
+    vectors, described = embed.encoder_embeddings(
+      encoder, scanned.work[ok], batch_size=config.batch_size, progress=progress
+    )
+  else:
+    vectors, described = embed.builtin_embeddings(
+      scanned.work[ok], seed=config.seed, progress=progress
+    )
+  embeddings = np.zeros((len(scanned), vectors.shape[1]), np.float32)
+  embeddings[ok] = vectors
+  return embeddings, described
+
+
 def run_audit(
   spec: str,
   out: str,
@@ -454,26 +479,12 @@ def run_audit(
   with _timed(timings, "quality"):
     findings += quality_findings(scanned, config.quality)
   with _timed(timings, "embed"):
-    ok = scanned.ok
-    embeddings = np.zeros((len(scanned), 1), np.float32)
-    if encoder:
-      vectors, described = embed.encoder_embeddings(
-        encoder,
-        scanned.work[ok],
-        batch_size=config.batch_size,
-        progress=progress,
-      )
-    else:
-      vectors, described = embed.builtin_embeddings(
-        scanned.work[ok], seed=config.seed, progress=progress
-      )
-    embeddings = np.zeros((len(scanned), vectors.shape[1]), np.float32)
-    embeddings[ok] = vectors
+    embeddings, described = _embeddings(scanned, encoder, config, progress)
   with _timed(timings, "duplicates"):
     findings += exact_findings(scanned)
     near, near_facts = near_findings(
       scanned,
-      embeddings if encoder and config.near_duplicate.use_encoder else None,
+      embeddings if config.near_duplicate.use_encoder else None,
       config.near_duplicate,
       progress,
     )
