@@ -6,8 +6,7 @@ returns its pooled features. Without an encoder the audit uses
 `builtin_embeddings`: features it builds itself, needing no training and no
 labels, of two kinds side by side:
 
-* pixels: the image (grey, centred on its intensity centroid so small
-  shifts do not move it) average-pooled to a `grid` x `grid` map;
+* pixels: the standardized grey image resized to a `grid` x `grid` map;
 * random convolutional features: a fixed, seeded bank of 3x3 and 5x5
   filters with ReLU and 2x2 / global max-pooling, the classic "random
   features" baseline that a linear classifier reads far better than pixels.

@@ -256,14 +256,3 @@ def scan(
   if not len(scanned):
     raise DataError(f"data spec {spec!r} holds no examples")
   return scanned
-
-
-def read_image(scanned: Scan, index: int) -> np.ndarray | None:
-  """The native image of example `index` (None when it does not decode)."""
-  if not scanned.ok[index]:
-    return None
-  if not scanned.source.startswith("folder:"):
-    return None  # array sources: the caller uses the work copy
-  with folder.open_tree(scanned.root) as tree:
-    raw = tree.read(scanned.paths[index])
-  return decode.decode_image(raw, path=scanned.paths[index])
