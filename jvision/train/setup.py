@@ -184,7 +184,12 @@ def start_state(
     update_scales_fn=update_scales_fn,
   )
   state = parallel.replicate(state, run.mesh)
-  workdir_lib.record(workdir, config)  # the config is valid: record it
+  workdir_lib.record(  # the config is valid: record it
+    workdir,
+    config,
+    class_names=run.train.class_names,
+    image_shape=run.train.images.shape[1:],
+  )
   checkpointer = checkpoint_lib.Checkpointer(
     f"{workdir}/checkpoints",
     max_to_keep=config.keep_checkpoints,

@@ -147,8 +147,18 @@ def check(workdir: str, config: ml_collections.ConfigDict) -> None:
     )
 
 
-def record(workdir: str, config: ml_collections.ConfigDict) -> None:
+def record(
+  workdir: str,
+  config: ml_collections.ConfigDict,
+  *,
+  class_names=None,
+  image_shape=None,
+) -> None:
   """Writes DIR/config.json: the resolved config and the run's provenance.
+
+  Also what a model trained here expects and answers, for `jvision predict`,
+  `export` and `search`: `class_names` (by label id) and `image_shape`
+  ([H, W, C] of its input images).
 
   Call `check` first; this overwrites the record of a resumed run (whose
   config may differ only in `RESUMABLE_CHANGES`).
@@ -167,6 +177,10 @@ def record(workdir: str, config: ml_collections.ConfigDict) -> None:
     "process_count": jax.process_count(),
     "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
   }
+  if class_names is not None:
+    record["class_names"] = list(class_names)
+  if image_shape is not None:
+    record["image_shape"] = [int(d) for d in image_shape]
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(record, f, indent=2, sort_keys=True)
