@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import tqdm
 
 
 def standardize(
@@ -106,6 +107,7 @@ def out_of_fold_probabilities(
   l2: float = 1e-4,
   steps: int = 300,
   learning_rate: float = 0.05,
+  progress: bool = False,
 ) -> np.ndarray:
   """Class probabilities of each example from a model fit on the others.
 
@@ -116,6 +118,7 @@ def out_of_fold_probabilities(
     folds: k of k-fold cross-fitting (>= 2).
     seed: seeds the fold assignment.
     l2, steps, learning_rate: see `fit_softmax`.
+    progress: show a tqdm bar over the folds.
 
   Returns:
     float32 [N, K] out-of-fold probabilities (rows sum to 1).
@@ -124,7 +127,7 @@ def out_of_fold_probabilities(
     raise ValueError(f"label_issue folds must be >= 2, got {folds}")
   assignment = fold_ids(labels, folds, seed)
   probs = np.zeros((len(labels), num_classes), np.float32)
-  for fold in range(folds):
+  for fold in tqdm.trange(folds, desc="label folds", disable=not progress):
     held = assignment == fold
     train_x, test_x = standardize(features[~held], features[held])
     w, b = fit_softmax(

@@ -297,6 +297,7 @@ def label_findings(
   embeddings: np.ndarray,
   cfg,
   seed: int,
+  progress: bool = False,
 ) -> tuple[list[Finding], dict | None]:
   """label_issue findings and the label model's facts (None: skipped)."""
   usable = np.flatnonzero(scanned.ok & (labels >= 0))
@@ -317,6 +318,7 @@ def label_findings(
     l2=cfg.l2,
     steps=cfg.steps,
     learning_rate=cfg.learning_rate,
+    progress=progress,
   )
   flagged, score = label_issues.find_label_issues(
     labels[usable], probs, filter_by=cfg.filter_by
@@ -491,7 +493,13 @@ def run_audit(
     findings += near
   with _timed(timings, "labels"):
     found, label_model = label_findings(
-      scanned, label_ids, names, embeddings, config.label_issue, config.seed
+      scanned,
+      label_ids,
+      names,
+      embeddings,
+      config.label_issue,
+      config.seed,
+      progress,
     )
     findings += found
   findings = strongest(findings)
