@@ -5,6 +5,8 @@
     jvision eval    --workdir=DIR [--split=test]
     jvision audit   --data=SPEC --out=DIR [--labels=labels.json]
                     [--encoder=WORKDIR] [--audit.KEY=VALUE ...]
+    jvision predict --workdir=DIR --images=PATH [--out=preds.csv]
+                    [--top_k=3]
     jvision demo    [--workdir=DIR]
 
 The logic lives in importable modules: `jvision.train` (trainers),
@@ -40,7 +42,11 @@ _AUDIT = config_flags.DEFINE_config_dict(
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
 _DATA = flags.DEFINE_string("data", None, "Audit: the data spec to audit.")
-_OUT = flags.DEFINE_string("out", None, "Audit: the output directory.")
+_OUT = flags.DEFINE_string(
+  "out",
+  None,
+  "Audit: the output directory; predict: the CSV (default preds.csv).",
+)
 _LABELS = flags.DEFINE_string(
   "labels", None, "Audit: a label spec JSON to validate the classes against."
 )
@@ -48,6 +54,11 @@ _ENCODER = flags.DEFINE_string(
   "encoder", None, "Audit: a jvision workdir whose backbone embeds images."
 )
 _SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate.")
+_IMAGES = flags.DEFINE_string(
+  "images", None, "Predict: an image file, a folder or a .zip of images."
+)
+_TOP_K = flags.DEFINE_integer("top_k", 3, "Predict: classes per image.")
+_BATCH = flags.DEFINE_integer("batch_size", 256, "Images per forward pass.")
 _COORDINATOR = flags.DEFINE_string(
   "coordinator_address",
   None,
@@ -66,8 +77,8 @@ _HEARTBEAT = flags.DEFINE_integer(
   "stops the others.",
 )
 
-COMMANDS = ("train", "eval", "audit", "demo")
-PLANNED = ("predict", "export", "search")
+COMMANDS = ("train", "eval", "audit", "predict", "demo")
+PLANNED = ("export", "search")
 
 
 def _train(argv):
@@ -108,6 +119,22 @@ def _audit(argv):
   print(run.format_summary(summary, _OUT.value))
 
 
+def _predict(argv):
+  from jvision.ship import predict
+
+  _require_workdir("predict")
+  if not _IMAGES.value:
+    raise app.UsageError("predict needs --images=PATH (file, folder or zip)")
+  summary = predict.run_predict(
+    _WORKDIR.value,
+    _IMAGES.value,
+    _OUT.value or "preds.csv",
+    top_k=_TOP_K.value,
+    batch_size=_BATCH.value,
+  )
+  print(predict.format_summary(summary))
+
+
 def _demo(argv):
   from jvision import demo
 
@@ -127,7 +154,13 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(rest)}")
   if command in PLANNED:
     raise app.UsageError(f"`jvision {command}` is not built yet")
-  handlers = {"train": _train, "eval": _eval, "audit": _audit, "demo": _demo}
+  handlers = {
+    "train": _train,
+    "eval": _eval,
+    "audit": _audit,
+    "predict": _predict,
+    "demo": _demo,
+  }
   if command not in handlers:
     close = difflib.get_close_matches(command, COMMANDS, n=1)
     hint = f"; did you mean {close[0]}?" if close else ""
