@@ -93,6 +93,23 @@ def audit_speed_rows(record: dict) -> list[str]:
   ]
 
 
+def search_rows(record: dict) -> list[str]:
+  lat = record["latency"]
+  r = record["retrieval"]
+  value = (
+    f"p50 {lat['embed_and_search']['p50_ms']:.2f} ms per query (embed + "
+    f"search; search alone {lat['search_numpy_float32']['p50_ms']:.2f} ms, "
+    f"p99 {lat['embed_and_search']['p99_ms']:.1f} ms) over "
+    f"{record['gallery_size']:,} images; recall@1/5/10 {r['recall@1']:.3f}/"
+    f"{r['recall@5']:.3f}/{r['recall@10']:.3f}, mAP {r['map']:.3f}"
+  )
+  return [
+    f"| `jvision search`, Fashion-MNIST train gallery (`{record['workdir']}`)"
+    f" | {value} | {_machine(record)} | {record['machine']['date']} | "
+    f"{record['method']} |"
+  ]
+
+
 def accuracy_rows(name: str, record: dict) -> list[str]:
   n = len(record["runs"])
   requested = len(record.get("seeds_requested", record["runs"]))
@@ -182,6 +199,8 @@ def table() -> str:
       rows += simclr_rows(record)
     elif path.stem == "audit_planted":
       rows += audit_rows(record)
+    elif path.stem == "search":
+      rows += search_rows(record)
     elif path.stem == "audit_speed":
       rows += audit_speed_rows(record)
     elif path.stem == "memory":

@@ -7,6 +7,8 @@
                     [--encoder=WORKDIR] [--audit.KEY=VALUE ...]
     jvision predict --workdir=DIR --images=PATH [--out=preds.csv]
                     [--top_k=3]
+    jvision search  --workdir=DIR --index=SPEC --query=IMAGE [--k=10]
+                    [--index_split=train] | --eval [--eval_split=test]
     jvision demo    [--workdir=DIR]
 
 The logic lives in importable modules: `jvision.train` (trainers),
@@ -59,6 +61,21 @@ _IMAGES = flags.DEFINE_string(
 )
 _TOP_K = flags.DEFINE_integer("top_k", 3, "Predict: classes per image.")
 _BATCH = flags.DEFINE_integer("batch_size", 256, "Images per forward pass.")
+_INDEX = flags.DEFINE_string("index", None, "Search: the data spec to index.")
+_INDEX_SPLIT = flags.DEFINE_string(
+  "index_split", "train", "Search: the split of --index that is searched."
+)
+_QUERY = flags.DEFINE_string("query", None, "Search: the query image file.")
+_K = flags.DEFINE_integer("k", 10, "Search: results per query.")
+_EVAL = flags.DEFINE_bool(
+  "eval", False, "Search: recall@1/5/10 and mAP of --eval_split queries."
+)
+_EVAL_SPLIT = flags.DEFINE_string(
+  "eval_split", "test", "Search --eval: the labelled query split."
+)
+_MAX_QUERIES = flags.DEFINE_integer(
+  "max_queries", None, "Search --eval: a seeded sample of this many queries."
+)
 _COORDINATOR = flags.DEFINE_string(
   "coordinator_address",
   None,
@@ -77,8 +94,8 @@ _HEARTBEAT = flags.DEFINE_integer(
   "stops the others.",
 )
 
-COMMANDS = ("train", "eval", "audit", "predict", "demo")
-PLANNED = ("export", "search")
+COMMANDS = ("train", "eval", "audit", "predict", "search", "demo")
+PLANNED = ("export",)
 
 
 def _train(argv):
@@ -135,6 +152,34 @@ def _predict(argv):
   print(predict.format_summary(summary))
 
 
+def _search(argv):
+  from jvision.ship import search
+
+  _require_workdir("search")
+  if not _INDEX.value:
+    raise app.UsageError("search needs --index=SPEC (the images to search)")
+  if _EVAL.value:
+    metrics = search.evaluate(
+      _WORKDIR.value,
+      _INDEX.value,
+      gallery_split=_INDEX_SPLIT.value,
+      query_split=_EVAL_SPLIT.value,
+      max_queries=_MAX_QUERIES.value or None,
+    )
+    print(search.format_evaluation(metrics))
+    return
+  if not _QUERY.value:
+    raise app.UsageError("search needs --query=IMAGE (or --eval)")
+  result = search.search(
+    _WORKDIR.value,
+    _INDEX.value,
+    _QUERY.value,
+    k=_K.value,
+    split=_INDEX_SPLIT.value,
+  )
+  print(search.format_result(result))
+
+
 def _demo(argv):
   from jvision import demo
 
@@ -159,6 +204,7 @@ def main(argv):
     "eval": _eval,
     "audit": _audit,
     "predict": _predict,
+    "search": _search,
     "demo": _demo,
   }
   if command not in handlers:
