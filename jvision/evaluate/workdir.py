@@ -1,8 +1,10 @@
 """`jvision eval`: evaluates the newest checkpoint of a workdir on a split.
 
 Writes DIR/eval/metrics.json (accuracy, macro_f1, per-class precision,
-recall, F1 and support, confusion matrix), DIR/eval/confusion_matrix.png
-and DIR/eval/training_curves.png.
+recall, F1 and support, confusion matrix, ECE and its reliability bins, and
+top5_accuracy when there are more than 5 classes),
+DIR/eval/confusion_matrix.png, DIR/eval/training_curves.png and
+DIR/eval/report.html (see `jvision.evaluate.report`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import time
 
 import jax
 import ml_collections
@@ -19,8 +22,9 @@ from jvision import checkpoint as checkpoint_lib
 from jvision import models, parallel
 from jvision.data import augment
 from jvision.data.from_config import load_split
+from jvision.evaluate import calibration, plots
 from jvision.evaluate import metrics as metrics_lib
-from jvision.evaluate import plots
+from jvision.evaluate import report as report_lib
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
@@ -94,12 +98,48 @@ def predict(variables, arrays, *, model, config, mesh) -> np.ndarray:
   )
 
 
+def backbone_variables(variables: dict) -> dict:
+  """A classifier's variables without its "head" (the backbone's)."""
+  return {
+    collection: {k: v for k, v in tree.items() if k != HEAD}
+    for collection, tree in variables.items()
+  }
+
+
+def embed(variables, images, *, config, mesh) -> np.ndarray:
+  """L2-normalised backbone features of uint8 images: float32 [N, D].
+
+  The same features as `jvision.ship.model.Model.embeddings`, computed here
+  because ship imports evaluate, not the reverse.
+  """
+  kwargs = {k: v for k, v in config.model.items() if k != "name"}
+  backbone = models.create_model(config.model.name, num_classes=0, **kwargs)
+  features = predict(
+    backbone_variables(variables),
+    {"image": images},
+    model=backbone,
+    config=config,
+    mesh=mesh,
+  ).astype(np.float32)
+  norm = np.linalg.norm(features, axis=-1, keepdims=True)
+  return features / np.maximum(norm, 1e-12)
+
+
+def extra_metrics(labels, logits) -> dict:
+  """ECE, its bins and (for K > 5) top-5 accuracy, for metrics.json."""
+  out = calibration.calibration_report(calibration.softmax(logits), labels)
+  if logits.shape[1] > 5:
+    out["top5_accuracy"] = metrics_lib.top_k_accuracy(labels, logits, 5)
+  return out
+
+
 def evaluate_workdir(workdir: str, split: str = "test") -> dict:
   """Evaluates the newest checkpoint of `workdir` on `split`; writes reports.
 
   Returns:
     The metrics dict written to DIR/eval/metrics.json.
   """
+  start = time.perf_counter()
   config = read_config(workdir)
   if config.trainer == "simclr":
     raise ValueError(
@@ -123,20 +163,41 @@ def evaluate_workdir(workdir: str, split: str = "test") -> dict:
     dataset.labels, predictions, list(dataset.class_names)
   )
   report.update({"split": split, "step": step, "workdir": workdir})
+  report.update(extra_metrics(dataset.labels, logits))
+  timings = {"load and predict": time.perf_counter() - start}
   out = os.path.join(workdir, "eval")
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, "metrics.json"), "w") as f:
     json.dump(report, f, indent=2)
+  figures = {"confusion_matrix": os.path.join(out, "confusion_matrix.png")}
   plots.plot_confusion_matrix(
     np.asarray(report["confusion_matrix"]),
     list(dataset.class_names),
-    os.path.join(out, "confusion_matrix.png"),
+    figures["confusion_matrix"],
   )
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   if os.path.exists(metrics_path):
     records = plots.read_metrics_jsonl(metrics_path)
     if records:
-      plots.plot_training_curves(
-        records, os.path.join(out, "training_curves.png")
-      )
+      figures["training_curves"] = os.path.join(out, "training_curves.png")
+      plots.plot_training_curves(records, figures["training_curves"])
+  tic = time.perf_counter()
+  sample = report_lib.stratified_sample(
+    dataset.labels, report_lib.MAX_MAP_POINTS, config.seed
+  )
+  features = embed(variables, dataset.images[sample], config=config, mesh=mesh)
+  map_xy = report_lib.embedding_map(features, config.seed)
+  timings["embeddings and t-SNE"] = time.perf_counter() - tic
+  results = report_lib.EvalResults(
+    metrics=report,
+    labels=np.asarray(dataset.labels),
+    probabilities=calibration.softmax(logits),
+    images=dataset.images,
+    ids=dataset.ids,
+    map_indices=sample,
+    map_xy=map_xy,
+    figures=figures,
+    timings=timings,
+  )
+  report_lib.write_report(os.path.join(out, "report.html"), results)
   return report
