@@ -29,3 +29,6 @@ fi
 echo "setup: installing jvision and its dependencies into $venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q -e '.[test]'
+# The ONNX converter, without its declared requirements (they would
+# downgrade orbax-checkpoint); its real needs are in the export extra.
+"$venv/bin/python" -m pip install -q --no-deps "jax2onnx==0.17.1"

@@ -7,6 +7,7 @@
                     [--encoder=WORKDIR] [--audit.KEY=VALUE ...]
     jvision predict --workdir=DIR --images=PATH [--out=preds.csv]
                     [--top_k=3]
+    jvision export  --workdir=DIR --out=model.onnx [--batch=N] [--force]
     jvision search  --workdir=DIR --index=SPEC --query=IMAGE [--k=10]
                     [--index_split=train] | --eval [--eval_split=test]
     jvision demo    [--workdir=DIR]
@@ -62,6 +63,12 @@ _IMAGES = flags.DEFINE_string(
 _TOP_K = flags.DEFINE_integer("top_k", 3, "Predict: classes per image.")
 _BATCH = flags.DEFINE_integer("batch_size", 256, "Images per forward pass.")
 _INDEX = flags.DEFINE_string("index", None, "Search: the data spec to index.")
+_BATCH_DIM = flags.DEFINE_integer(
+  "batch", None, "Export: a fixed batch size (default: dynamic)."
+)
+_FORCE = flags.DEFINE_bool(
+  "force", False, "Export: replace an existing --out file."
+)
 _INDEX_SPLIT = flags.DEFINE_string(
   "index_split", "train", "Search: the split of --index that is searched."
 )
@@ -94,8 +101,7 @@ _HEARTBEAT = flags.DEFINE_integer(
   "stops the others.",
 )
 
-COMMANDS = ("train", "eval", "audit", "predict", "search", "demo")
-PLANNED = ("export",)
+COMMANDS = ("train", "eval", "audit", "predict", "export", "search", "demo")
 
 
 def _train(argv):
@@ -152,6 +158,19 @@ def _predict(argv):
   print(predict.format_summary(summary))
 
 
+def _export(argv):
+  from jvision.ship import export
+
+  _require_workdir("export")
+  if not _OUT.value:
+    raise app.UsageError("export needs --out=model.onnx")
+  summary = export.export_onnx(
+    _WORKDIR.value, _OUT.value, batch=_BATCH_DIM.value, force=_FORCE.value
+  )
+  print(export.format_summary(summary))
+  print(export.serve_example(summary))
+
+
 def _search(argv):
   from jvision.ship import search
 
@@ -197,13 +216,12 @@ def main(argv):
   command, rest = argv[1], argv[2:]
   if rest:
     raise app.UsageError(f"unexpected arguments: {' '.join(rest)}")
-  if command in PLANNED:
-    raise app.UsageError(f"`jvision {command}` is not built yet")
   handlers = {
     "train": _train,
     "eval": _eval,
     "audit": _audit,
     "predict": _predict,
+    "export": _export,
     "search": _search,
     "demo": _demo,
   }
