@@ -1,0 +1,279 @@
+"""jvision vs plain PyTorch: images/s of the same train step on this machine.
+
+    python -m benchmarks.compare [--rounds=3] [--steps=10]
+        [--models=cnn,resnet18,simclr] [--compile] [--channels_last]
+
+For each model, the jitted jvision step and the eager (or, with --compile,
+torch.compile-d) PyTorch step of benchmarks.reference_torch run alternately,
+jvision then torch, for `--rounds` rounds. A measurement is `--warmup`
+untimed steps, then the median of `--steps` timed steps (block_until_ready
+on the JAX side), as images/s. Reported per model: the median over rounds
+of each side, the ratio jvision / PyTorch, the achieved FLOP/s of each and
+its fraction of the machine's float32 matmul peak.
+
+The same work on both sides: forward + backward + optimizer update on one
+resident batch of 32x32x3 images; seed CNN batch 256, ResNet-18 (CIFAR stem)
+128, both with softmax cross-entropy and SGD (momentum 0.9, L2 5e-4 on >= 2-D
+parameters); SimCLR 128 images x 2 views through ResNet-18 + the BN MLP
+projection head + the online probe, NT-Xent (temperature 0.5) + probe
+cross-entropy and LARS; its images/s counts views (256 per step), as the
+trainer's log does. The jvision side is `supervised.train_step` /
+`simclr.train_step` from the real config (jvision.train.defaults), with the
+augmentation replaced by normalisation of the uint8 batch (SimCLR's second
+view is the mirrored batch), since the torch side takes ready float views;
+torch's learning rate is a constant where jvision evaluates its schedule.
+
+FLOPs per step are XLA's count for the compiled jvision step
+(`cost_analysis()`), used for both sides. The peak is the faster of numpy's
+and torch's float32 matmul of `--matmul_size`, median of 5, in GFLOP/s.
+Results: benchmarks/results/compare.json.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+
+import jax
+import numpy as np
+import torch
+from absl import app, flags
+
+from benchmarks import common, reference_torch
+from jvision import logging_setup, models, optim, parallel
+from jvision.data import augment
+from jvision.train import defaults, simclr, supervised
+
+_MODELS = flags.DEFINE_list(
+  "models", ["cnn", "resnet18", "simclr"], "Models to compare."
+)
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating jvision/torch rounds.")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per measurement.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps per measurement.")
+_COMPILE = flags.DEFINE_bool("compile", False, "torch.compile the models.")
+_CHANNELS_LAST = flags.DEFINE_bool(
+  "channels_last", False, "Torch tensors in channels-last memory format."
+)
+_MATMUL_SIZE = flags.DEFINE_integer(
+  "matmul_size", 4096, "Side of the square matmul that measures the peak."
+)
+
+BATCH = {"cnn": 256, "resnet18": 128, "simclr": 128}
+VIEWS = {"cnn": 1, "resnet18": 1, "simclr": 2}  # images per example
+IMAGE_SHAPE = (32, 32, 3)
+SIDES = ("jvision", "torch")
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def jax_config(name: str):
+  """The real trainer config for `name`, CIFAR-10 shaped."""
+  if name == "simclr":
+    config = defaults.simclr_config()
+  else:
+    config = defaults.supervised_config()
+  config.model.name = "cnn" if name == "cnn" else "resnet18"
+  if name != "cnn":
+    config.model.stem = "cifar"  # 32x32 inputs
+  config.batch_size = BATCH[name]
+  return config
+
+
+def _normalize(images, key):
+  """The step's `preprocess`: normalisation only (no augmentation)."""
+  del key
+  return augment.normalize(images, mean=MEAN, std=STD)
+
+
+def _two_views(images, key):
+  """SimCLR `views` without augmentation: the batch and its mirror image."""
+  x = _normalize(images, key)
+  return x, x[:, :, ::-1]
+
+
+def jax_step(name: str):
+  """(run one step and block, FLOPs per step) for jvision's step."""
+  config = jax_config(name)
+  lr_fn = optim.create_learning_rate_fn(
+    base_learning_rate=config.optimizer.learning_rate,
+    num_train_steps=config.num_train_steps,
+    warmup_steps=config.optimizer.warmup_steps,
+  )
+  if name == "simclr":
+    model = simclr.build_model(config, num_classes=10)
+    step = functools.partial(
+      simclr.train_step,
+      learning_rate_fn=lr_fn,
+      views=_two_views,
+      temperature=config.simclr.temperature,
+      probe_weight=config.simclr.probe_weight,
+    )
+  else:
+    kwargs = {k: v for k, v in config.model.items() if k != "name"}
+    model = models.create_model(config.model.name, num_classes=10, **kwargs)
+    step = functools.partial(
+      supervised.train_step,
+      learning_rate_fn=lr_fn,
+      preprocess=_normalize,
+      label_smoothing=config.loss.label_smoothing,
+    )
+  state = supervised.create_train_state(
+    config, model, image_shape=IMAGE_SHAPE, learning_rate_fn=lr_fn
+  )
+  mesh = parallel.create_mesh()
+  rng = np.random.default_rng(0)
+  batch = parallel.shard_batch(
+    {
+      "image": rng.integers(0, 256, (BATCH[name], *IMAGE_SHAPE), np.uint8),
+      "label": rng.integers(0, 10, (BATCH[name],), np.int32),
+    },
+    mesh,
+  )
+  holder = {"state": parallel.replicate(state, mesh)}
+  p_step = parallel.jit_data_parallel(step, mesh, donate_state=True)
+  compiled = p_step.lower(holder["state"], batch).compile()
+
+  def run():
+    holder["state"], metrics = compiled(holder["state"], batch)
+    jax.block_until_ready(metrics)
+
+  return run, _flops(compiled)
+
+
+def _flops(compiled) -> float | None:
+  """XLA's FLOP count of a compiled computation (None if unavailable)."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, list | tuple):
+    cost = cost[0] if cost else None
+  return float(cost["flops"]) if cost and "flops" in cost else None
+
+
+def torch_step(name: str):
+  """Run one step of the PyTorch twin of jvision's `name` step."""
+  config = jax_config(name)
+  opt = config.optimizer
+  kw = dict(
+    lr=opt.learning_rate,
+    momentum=opt.momentum,
+    weight_decay=opt.weight_decay,
+    channels_last=_CHANNELS_LAST.value,
+    compile=_COMPILE.value,
+  )
+  gen = torch.Generator().manual_seed(0)
+  shape = (BATCH[name], *IMAGE_SHAPE)
+
+  def images():
+    x = torch.randn(shape, generator=gen)  # [N, H, W, C]
+    return reference_torch._images(x, _CHANNELS_LAST.value)  # [N, C, H, W]
+
+  labels = torch.randint(0, 10, (BATCH[name],), generator=gen)
+  if name == "simclr":
+    step = reference_torch.simclr_step(
+      temperature=config.simclr.temperature,
+      probe_weight=config.simclr.probe_weight,
+      **kw,
+    )
+    view1, view2 = images(), images()
+    return lambda: step(view1, view2, labels)
+  step = reference_torch.supervised_step(name, **kw)
+  x = images()
+  return lambda: step(x, labels)
+
+
+def step_seconds(run, steps: int, warmup: int) -> list[float]:
+  """Seconds of each of `steps` calls of `run` after `warmup` calls."""
+  for _ in range(warmup):
+    run()
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def matmul_peak_gflops(n: int) -> dict[str, float]:
+  """Median-of-5 GFLOP/s of an [n, n] @ [n, n] float32 matmul."""
+  a = np.random.default_rng(0).standard_normal((n, n), np.float32)
+  ta = torch.from_numpy(a)
+  rates = {}
+  for lib, fn in (("numpy", lambda: a @ a), ("torch", lambda: ta @ ta)):
+    fn()  # warm-up
+    times = step_seconds(fn, 5, 0)
+    rates[lib] = 2 * n**3 / statistics.median(times) / 1e9
+  return rates
+
+
+def compare(name: str, rounds: int, steps: int, peak: float) -> dict:
+  """ABAB rounds of jvision and torch for `name`; the record and a line."""
+  images = BATCH[name] * VIEWS[name]
+  jax_run, flops = jax_step(name)
+  torch_run = torch_step(name)
+  rates = {side: [] for side in SIDES}
+  for _ in range(rounds):
+    for side, run in (("jvision", jax_run), ("torch", torch_run)):
+      times = step_seconds(run, steps, _WARMUP.value)
+      rates[side].append(images / statistics.median(times))
+  record = {"batch_size": BATCH[name], "images_per_step": images}
+  record["flops_per_step"] = flops
+  for side, values in rates.items():
+    rate = statistics.median(values)
+    record[side] = {"images_per_sec": rate, "rounds": values}
+    if flops:
+      gflops = flops * rate / images / 1e9
+      record[side]["gflops_per_sec"] = gflops
+      record[side]["fraction_of_peak"] = gflops / peak
+  record["ratio_jvision_to_torch"] = (
+    record["jvision"]["images_per_sec"] / record["torch"]["images_per_sec"]
+  )
+  return record
+
+
+def _line(name: str, record: dict) -> str:
+  parts = [f"{name}:"]
+  for side in SIDES:
+    r = record[side]
+    frac = r.get("fraction_of_peak")
+    extra = f" ({r['gflops_per_sec']:.0f} GFLOP/s, {100 * frac:.1f}%)"
+    parts.append(
+      f"{side} {r['images_per_sec']:.0f} img/s" + (extra if frac else "")
+    )
+  parts.append(f"ratio {record['ratio_jvision_to_torch']:.2f}")
+  return " ".join(parts)
+
+
+def main(argv):
+  del argv
+  unknown = sorted(set(_MODELS.value) - set(BATCH))
+  if unknown:
+    raise ValueError(f"Unknown models {unknown}; choose from {sorted(BATCH)}")
+  peaks = matmul_peak_gflops(_MATMUL_SIZE.value)
+  peak = max(peaks.values())
+  counts = reference_torch.param_counts()  # asserts jvision == torch
+  print(f"matmul peak {peak:.0f} GFLOP/s {peaks}; parameters {counts}")
+  record = {
+    "matmul_peak_gflops": peaks,
+    "param_counts": counts,
+    "settings": {
+      "rounds": _ROUNDS.value,
+      "steps": _STEPS.value,
+      "warmup": _WARMUP.value,
+      "torch_compile": _COMPILE.value,
+      "channels_last": _CHANNELS_LAST.value,
+      "torch_threads": torch.get_num_threads(),
+      "torch_version": torch.__version__,
+    },
+    "models": {},
+  }
+  for name in _MODELS.value:
+    result = compare(name, _ROUNDS.value, _STEPS.value, peak)
+    record["models"][name] = result
+    print(_line(name, result))
+    if any(result[s].get("fraction_of_peak", 0) > 1 for s in SIDES):
+      print(f"  {name}: above the matmul peak: was the machine contended?")
+  print("saved", common.save("compare", record))
+
+
+if __name__ == "__main__":
+  logging_setup.configure()
+  app.run(main)
