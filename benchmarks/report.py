@@ -110,6 +110,29 @@ def search_rows(record: dict) -> list[str]:
   ]
 
 
+def compare_rows(record: dict) -> list[str]:
+  """jvision vs the PyTorch reference, per step (issue 7's harness)."""
+  rows = []
+  settings = record["settings"]
+  torch_kind = "compiled" if settings.get("torch_compile") else "eager"
+  for name, r in record["models"].items():
+    j, t = r["jvision"], r["torch"]
+    value = (
+      f"jvision {j['images_per_sec']:.0f} img/s, PyTorch ({torch_kind}) "
+      f"{t['images_per_sec']:.0f} img/s: ratio "
+      f"{r['ratio_jvision_to_torch']:.2f}"
+    )
+    rows.append(
+      f"| {name} train step, batch {r['batch_size']}, jvision vs PyTorch | "
+      f"{value} | {_machine(record)} | {record['machine']['date']} | "
+      f"`benchmarks.compare`: alternating rounds (ABAB), "
+      f"{settings.get('rounds')} rounds, each the median of "
+      f"{settings.get('steps')} steps after warm-up; the round median is "
+      "reported |"
+    )
+  return rows
+
+
 def accuracy_rows(name: str, record: dict) -> list[str]:
   n = len(record["runs"])
   requested = len(record.get("seeds_requested", record["runs"]))
@@ -199,6 +222,8 @@ def table() -> str:
       rows += simclr_rows(record)
     elif path.stem == "audit_planted":
       rows += audit_rows(record)
+    elif path.stem == "compare":
+      rows += compare_rows(record)
     elif path.stem == "search":
       rows += search_rows(record)
     elif path.stem == "audit_speed":
