@@ -139,7 +139,7 @@ def to_onnx_proto(fn, *, image_shape: Sequence[int], batch: int | None):
 
   spec = _input_spec(image_shape, batch)
   closed = jax.make_jaxpr(fn)(spec)
-  with _quiet("jax2onnx", "onnx_ir"):
+  with _quiet("jax2onnx", "onnx_ir"), _restoring(jnp):
     proto = jax2onnx.to_onnx(
       _rewritten(closed),
       inputs=[spec],
@@ -196,6 +196,24 @@ def _import_jax2onnx():
       "(its declared deps would downgrade orbax-checkpoint)"
     ) from e
   return jax2onnx
+
+
+@contextlib.contextmanager
+def _restoring(*modules):
+  """Puts back module attributes that the converter replaced.
+
+  jax2onnx 0.17.1 swaps in its own `jnp.cumsum` while tracing and leaves
+  it there, and that one rejects `jnp.cumsum(x, 1)`: every later caller in
+  the process (the audit's box sums, for one) would break.
+  """
+  saved = [(module, dict(vars(module))) for module in modules]
+  try:
+    yield
+  finally:
+    for module, attributes in saved:
+      for name, value in attributes.items():
+        if getattr(module, name, None) is not value:
+          setattr(module, name, value)
 
 
 @contextlib.contextmanager

@@ -145,3 +145,24 @@ def test_resnet_with_batch_norm_and_max_pool(digits, tmp_path):
   assert _max_diff(logits, expected_logits) <= TOLERANCE
   assert _max_diff(probabilities, expected_probabilities) <= TOLERANCE
   assert np.std(np.asarray(expected_logits)) > 1e-3  # Not a constant net.
+
+
+def test_export_leaves_jax_numpy_as_it_was(tmp_path):
+  """jax2onnx replaces jnp.cumsum while tracing; the export puts it back."""
+  import jax.numpy as jnp
+
+  before = jnp.cumsum
+  module = models.create_model("cnn", num_classes=3)
+  variables = module.init(
+    jax.random.PRNGKey(0), np.zeros((1, 32, 32, 1), np.float32), train=False
+  )
+  export.export_classifier(
+    module,
+    variables,
+    mean=(0.5,),
+    std=(0.5,),
+    image_shape=(32, 32, 1),
+    out=str(tmp_path / "m.onnx"),
+  )
+  assert jnp.cumsum is before
+  np.testing.assert_array_equal(jnp.cumsum(jnp.ones((2, 3)), 1)[:, -1], 3)
