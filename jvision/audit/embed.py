@@ -81,8 +81,9 @@ def encoder_embeddings(
   channels = len(config.data.mean)
   size = config.data.image_size or None
   images = decode.convert_arrays(images, image_size=size, channels=channels)
-  kwargs = {k: v for k, v in config.model.items() if k != "name"}
-  model = models.create_model(config.model.name, num_classes=0, **kwargs)
+  model = models.create_model(
+    config.model.name, num_classes=0, **eval_workdir.model_kwargs(config)
+  )
   variables = {"params": params}
   if stats:
     variables["batch_stats"] = stats

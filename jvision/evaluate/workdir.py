@@ -27,8 +27,8 @@ from jvision.evaluate import metrics as metrics_lib
 from jvision.evaluate import report as report_lib
 
 
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-  """The resolved config a run stored in DIR/config.json."""
+def read_record(workdir: str) -> dict:
+  """DIR/config.json: the resolved config, provenance, class names."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(
@@ -36,7 +36,17 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
       "(run `jvision train --workdir=...` first)"
     )
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f)["config"])
+    return json.load(f)
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The resolved config a run stored in DIR/config.json."""
+  return ml_collections.ConfigDict(read_record(workdir)["config"])
+
+
+def model_kwargs(config: ml_collections.ConfigDict) -> dict:
+  """The keyword arguments of `models.create_model` in `config.model`."""
+  return {k: v for k, v in config.model.items() if k != "name"}
 
 
 def load_variables(workdir: str) -> tuple[dict, int]:
@@ -58,22 +68,35 @@ def load_variables(workdir: str) -> tuple[dict, int]:
 HEAD = "head"  # the classifier of supervised and fine-tuned models
 
 
-def load_backbone(workdir: str) -> tuple[dict, dict, str]:
-  """(params, batch_stats, description) of a workdir's newest backbone.
+def backbone_variables(variables: dict, trainer: str) -> dict:
+  """The backbone's part of a run's variables.
 
   SimCLR runs keep it under "backbone"; supervised and fine-tuned runs are
   the backbone plus a "head" that is dropped. The backbone is the model of
   the run's `config.model` section built with `num_classes=0`.
   """
+  if trainer == "simclr":
+    return {
+      collection: tree["backbone"]
+      for collection, tree in variables.items()
+      if "backbone" in tree
+    }
+  return {
+    collection: {k: v for k, v in tree.items() if k != HEAD}
+    for collection, tree in variables.items()
+  }
+
+
+def load_backbone(workdir: str) -> tuple[dict, dict, str]:
+  """(params, batch_stats, description) of a workdir's newest backbone."""
   config = read_config(workdir)
   variables, step = load_variables(workdir)
-  params = variables["params"]
-  stats = variables.get("batch_stats") or {}
-  if config.trainer == "simclr":
-    params, stats = params["backbone"], stats.get("backbone", {})
-  else:
-    params = {k: v for k, v in params.items() if k != HEAD}
-  return params, stats, f"{workdir} ({config.trainer}, step {step})"
+  backbone = backbone_variables(variables, config.trainer)
+  return (
+    backbone["params"],
+    backbone.get("batch_stats") or {},
+    f"{workdir} ({config.trainer}, step {step})",
+  )
 
 
 def predict_step(variables, batch, *, model, normalize):
@@ -98,24 +121,17 @@ def predict(variables, arrays, *, model, config, mesh) -> np.ndarray:
   )
 
 
-def backbone_variables(variables: dict) -> dict:
-  """A classifier's variables without its "head" (the backbone's)."""
-  return {
-    collection: {k: v for k, v in tree.items() if k != HEAD}
-    for collection, tree in variables.items()
-  }
-
-
 def embed(variables, images, *, config, mesh) -> np.ndarray:
   """L2-normalised backbone features of uint8 images: float32 [N, D].
 
   The same features as `jvision.ship.model.Model.embeddings`, computed here
   because ship imports evaluate, not the reverse.
   """
-  kwargs = {k: v for k, v in config.model.items() if k != "name"}
-  backbone = models.create_model(config.model.name, num_classes=0, **kwargs)
+  backbone = models.create_model(
+    config.model.name, num_classes=0, **model_kwargs(config)
+  )
   features = predict(
-    backbone_variables(variables),
+    backbone_variables(variables, config.trainer),
     {"image": images},
     model=backbone,
     config=config,
@@ -150,9 +166,8 @@ def evaluate_workdir(workdir: str, split: str = "test") -> dict:
       f"--config.init_from={workdir}"
     )
   dataset = load_split(config, split)
-  model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
   model = models.create_model(
-    config.model.name, num_classes=dataset.num_classes, **model_kwargs
+    config.model.name, num_classes=dataset.num_classes, **model_kwargs(config)
   )
   variables, step = load_variables(workdir)
   mesh = parallel.create_mesh()

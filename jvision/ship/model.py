@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import os
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tqdm
 
 from jvision import models
+from jvision.audit.embed import map_batched
 from jvision.data import augment, decode
 from jvision.data.from_config import load_split
 from jvision.evaluate import workdir as eval_workdir
@@ -52,6 +51,19 @@ class Model:
   step: int
   classifier: tuple | None
   backbone: tuple
+  _probabilities_fn: object = dataclasses.field(init=False, repr=False)
+  _embed_fn: object = dataclasses.field(init=False, repr=False)
+
+  def __post_init__(self):
+    """Compiles the two functions once per Model."""
+    self._probabilities_fn = None
+    if self.classifier is not None:
+      self._probabilities_fn = jax.jit(
+        functools.partial(_probabilities, *self.classifier, self._normalize)
+      )
+    self._embed_fn = jax.jit(
+      functools.partial(_unit_features, *self.backbone, self._normalize)
+    )
 
   def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
     """uint8 [H', W', C'] images of any size -> uint8 [N, H, W, C]."""
@@ -72,65 +84,39 @@ class Model:
         f"{self.workdir} holds {self.trainer} pretraining, which has no "
         "classifier; fine-tune it first (experiments/*_finetune.py)"
       )
-    return _batched(
-      self._probabilities_fn(), images, batch_size, progress, "predict"
+    return map_batched(
+      self._probabilities_fn,
+      images,
+      batch_size=batch_size,
+      progress=progress,
+      desc="predict",
     )
 
   def embeddings(
     self, images: np.ndarray, *, batch_size: int = 256, progress=False
   ) -> np.ndarray:
     """L2-normalised backbone features of prepared images: float32 [N, D]."""
-    return _batched(self._embed_fn(), images, batch_size, progress, "embed")
-
-  @functools.cache  # noqa: B019 (one compiled function per Model)
-  def _probabilities_fn(self):
-    variables, module = self.classifier
-    return jax.jit(
-      lambda x: jax.nn.softmax(
-        module.apply(variables, self._normalize(x), train=False), axis=-1
-      )
+    return map_batched(
+      self._embed_fn,
+      images,
+      batch_size=batch_size,
+      progress=progress,
+      desc="embed",
     )
-
-  @functools.cache  # noqa: B019
-  def _embed_fn(self):
-    variables, module = self.backbone
-
-    def embed(x):
-      features = module.apply(variables, self._normalize(x), train=False)
-      norm = jax.numpy.linalg.norm(features, axis=-1, keepdims=True)
-      return features / jax.numpy.maximum(norm, 1e-12)
-
-    return jax.jit(embed)
 
   def _normalize(self, images):
     return augment.normalize(images, mean=self.mean, std=self.std)
 
-  def __hash__(self):
-    return id(self)
+
+def _probabilities(variables, module, normalize, images):
+  logits = module.apply(variables, normalize(images), train=False)  # [B, K]
+  return jax.nn.softmax(logits, axis=-1)
 
 
-def _batched(fn, images, batch_size, progress, desc) -> np.ndarray:
-  """`fn` over `images` in fixed-size batches (one compiled shape)."""
-  out = []
-  with tqdm.tqdm(total=len(images), desc=desc, disable=not progress) as bar:
-    for start in range(0, len(images), batch_size):
-      chunk = images[start : start + batch_size]
-      padded = np.zeros((batch_size, *images.shape[1:]), images.dtype)
-      padded[: len(chunk)] = chunk
-      out.append(np.asarray(fn(padded))[: len(chunk)].astype(np.float32))
-      bar.update(len(chunk))
-  return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-
-def _record(workdir: str) -> dict:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-      f"{path} does not exist: {workdir} is not a jvision workdir "
-      "(run `jvision train --workdir=...` first)"
-    )
-  with open(path) as f:
-    return json.load(f)
+def _unit_features(variables, module, normalize, images):
+  features = module.apply(variables, normalize(images), train=False)  # [B, D]
+  norm = jnp.linalg.norm(features, axis=-1, keepdims=True)
+  return features / jnp.maximum(norm, 1e-12)
 
 
 def _classes_and_shape(workdir: str, record: dict, config):
@@ -144,17 +130,13 @@ def _classes_and_shape(workdir: str, record: dict, config):
 
 def load(workdir: str) -> Model:
   """The newest checkpoint of a workdir as a `Model`."""
-  record = _record(workdir)
+  record = eval_workdir.read_record(workdir)
   config = ml_collections.ConfigDict(record["config"])
   class_names, image_shape = _classes_and_shape(workdir, record, config)
   variables, step = eval_workdir.load_variables(workdir)
-  kwargs = {k: v for k, v in config.model.items() if k != "name"}
-  params, stats, _ = eval_workdir.load_backbone(workdir)
-  backbone_vars = {"params": params}
-  if stats:
-    backbone_vars["batch_stats"] = stats
+  kwargs = eval_workdir.model_kwargs(config)
   backbone = (
-    backbone_vars,
+    eval_workdir.backbone_variables(variables, config.trainer),
     models.create_model(config.model.name, num_classes=0, **kwargs),
   )
   classifier = None
