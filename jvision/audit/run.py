@@ -22,6 +22,7 @@ import time
 import ml_collections
 import numpy as np
 
+from jvision import data as data_lib
 from jvision.audit import (
   defaults,
   duplicates,
@@ -215,13 +216,17 @@ def _size_findings(scanned: scan.Scan, cfg) -> list[Finding]:
   return findings
 
 
+def _keep_order(scanned: scan.Scan, k: int) -> tuple:
+  """Which copy of a pair is kept: the earlier split (train first), then
+  the earlier path."""
+  return scan.split_rank(str(scanned.splits[k])), scanned.paths[k]
+
+
 def _ordered(scanned: scan.Scan, i: int, j: int) -> tuple[int, int]:
-  """(keeper, flagged): the earlier split (train first), then path."""
-
-  def key(k):
-    return scan.split_rank(str(scanned.splits[k])), scanned.paths[k]
-
-  return (i, j) if key(i) <= key(j) else (j, i)
+  """(keeper, flagged) of a pair (see `_keep_order`)."""
+  if _keep_order(scanned, i) <= _keep_order(scanned, j):
+    return i, j
+  return j, i
 
 
 def _pair_finding(scanned, keeper: int, other: int, issue_same: str, score):
@@ -242,10 +247,7 @@ def exact_findings(scanned: scan.Scan) -> list[Finding]:
   """exact_duplicate (same split) or leakage (across) for each copy."""
   findings = []
   for group in duplicates.exact_groups(scanned.hashes):
-    keeper = sorted(
-      group,
-      key=lambda k: (scan.split_rank(str(scanned.splits[k])), scanned.paths[k]),
-    )[0]
+    keeper = min(group, key=lambda k: _keep_order(scanned, k))
     for other in group:
       if other != keeper:
         findings.append(
@@ -463,8 +465,8 @@ def run_audit(
   config = config or defaults.audit_config()
   exclude = parse_exclude(config.exclude)
   spec_obj = load_label_spec(labels) if labels else None
-  parsed_root = spec[len("folder:") :] if spec.startswith("folder:") else None
-  check_out_dir(out, os.path.expanduser(parsed_root) if parsed_root else None)
+  parsed = data_lib.parse_spec(spec)
+  check_out_dir(out, parsed.name if parsed.kind == "folder" else None)
   timings: dict[str, float] = {}
   with _timed(timings, "read"):
     scanned = scan.scan(

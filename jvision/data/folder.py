@@ -149,7 +149,8 @@ def _is_ignored(component: str) -> bool:
   return component.startswith(".") or component == "__MACOSX"
 
 
-def _is_image(name: str) -> bool:
+def is_image(name: str) -> bool:
+  """Whether a POSIX relative path is a visible image file (module doc)."""
   parts = name.split("/")
   if any(_is_ignored(p) for p in parts):
     return False
@@ -195,7 +196,7 @@ def index_folder(path: str) -> FolderIndex:
       with other folders.
   """
   with open_tree(path) as tree:
-    names = [n for n in tree.names if _is_image(n)]
+    names = [n for n in tree.names if is_image(n)]
   prefix, names = _strip_wrappers(names)
   if not names:
     raise DataError(

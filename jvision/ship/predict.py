@@ -82,14 +82,6 @@ def check_out(out: str) -> None:
     )
 
 
-def _is_image(name: str) -> bool:
-  """Whether a POSIX relative path is a visible image file."""
-  parts = name.split("/")
-  if any(p.startswith(".") or p == "__MACOSX" for p in parts):
-    return False
-  return os.path.splitext(parts[-1])[1].lower() in folder.IMAGE_EXTENSIONS
-
-
 def _is_zip(path: str) -> bool:
   """A .zip, or a zip file whose name is not an image's."""
   ext = os.path.splitext(path)[1].lower()
@@ -114,7 +106,7 @@ class _Source:
       if not os.path.isdir(path) and not zipfile.is_zipfile(path):
         raise ValueError(f"--images={path} ends in .zip but is not a zip")
       self._tree = folder.Tree(path)
-      self.names = [n for n in self._tree.names if _is_image(n)]
+      self.names = [n for n in self._tree.names if folder.is_image(n)]
     else:
       self._file = path
       self.names = [os.path.basename(path)]
