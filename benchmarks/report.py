@@ -24,6 +24,14 @@ def _machine(record: dict) -> str:
   return f"{m['cpu']}, {m['cores']} cores; jax {m['versions']['jax']}"
 
 
+def _row(what: str, value: str, record: dict, method: str | None = None):
+  """One table row: what, result, machine, date, how it was measured."""
+  return (
+    f"| {what} | {value} | {_machine(record)} | {record['machine']['date']} "
+    f"| {record['method'] if method is None else method} |"
+  )
+
+
 def memory_rows(record: dict) -> list[str]:
   """Peak host memory, device peak and compiled step footprint per trainer."""
   rows = []
@@ -43,10 +51,11 @@ def memory_rows(record: dict) -> list[str]:
         f"(state donated; {step['not_donated']['total']:.0f} MiB without)"
       )
     rows.append(
-      f"| memory, {trainer} (`{r['recipe']}`) | host "
-      f"{r['peak_host_rss_mib']:.0f} MiB; device: {device} | "
-      f"{_machine(record)} | {record['machine']['date']} | "
-      f"{record['method']} |"
+      _row(
+        f"memory, {trainer} (`{r['recipe']}`)",
+        f"host {r['peak_host_rss_mib']:.0f} MiB; device: {device}",
+        record,
+      )
     )
   return rows
 
@@ -69,9 +78,7 @@ def audit_rows(record: dict) -> list[str]:
       f"targets met; {r['audit_seconds']:.0f} s"
     )
     rows.append(
-      f"| `jvision audit`, planted {name} (5,250 files) | {value} | "
-      f"{_machine(record)} | {record['machine']['date']} | "
-      f"{record['method']} |"
+      _row(f"`jvision audit`, planted {name} (5,250 files)", value, record)
     )
   return rows
 
@@ -87,9 +94,12 @@ def audit_speed_rows(record: dict) -> list[str]:
     f"({record['speed_ratio_cleanvision_over_jvision']:.1f}x)"
   )
   return [
-    f"| audit of {record['images']:,} Fashion-MNIST PNG files | {value} | "
-    f"{_machine(record)} | {record['machine']['date']} | one cold run "
-    "each (empty cache), wall time of the whole command |"
+    _row(
+      f"audit of {record['images']:,} Fashion-MNIST PNG files",
+      value,
+      record,
+      "one cold run each (empty cache), wall time of the whole command",
+    )
   ]
 
 
@@ -104,9 +114,11 @@ def search_rows(record: dict) -> list[str]:
     f"{r['recall@5']:.3f}/{r['recall@10']:.3f}, mAP {r['map']:.3f}"
   )
   return [
-    f"| `jvision search`, Fashion-MNIST train gallery (`{record['workdir']}`)"
-    f" | {value} | {_machine(record)} | {record['machine']['date']} | "
-    f"{record['method']} |"
+    _row(
+      f"`jvision search`, Fashion-MNIST train gallery (`{record['workdir']}`)",
+      value,
+      record,
+    )
   ]
 
 
@@ -123,12 +135,15 @@ def compare_rows(record: dict) -> list[str]:
       f"{r['ratio_jvision_to_torch']:.2f}"
     )
     rows.append(
-      f"| {name} train step, batch {r['batch_size']}, jvision vs PyTorch | "
-      f"{value} | {_machine(record)} | {record['machine']['date']} | "
-      f"`benchmarks.compare`: alternating rounds (ABAB), "
-      f"{settings.get('rounds')} rounds, each the median of "
-      f"{settings.get('steps')} steps after warm-up; the round median is "
-      "reported |"
+      _row(
+        f"{name} train step, batch {r['batch_size']}, jvision vs PyTorch",
+        value,
+        record,
+        f"`benchmarks.compare`: alternating rounds (ABAB), "
+        f"{settings.get('rounds')} rounds, each the median of "
+        f"{settings.get('steps')} steps after warm-up; the round median is "
+        "reported",
+      )
     )
   return rows
 
@@ -143,9 +158,11 @@ def accuracy_rows(name: str, record: dict) -> list[str]:
     f"{100 * record['std_test_accuracy']:.2f}% test accuracy"
   )
   return [
-    f"| `{record['config']}` | {value} ({seeds}; {minutes:.1f} min "
-    f"training each) | {_machine(record)} | {record['machine']['date']} | "
-    f"{record['method']} |"
+    _row(
+      f"`{record['config']}`",
+      f"{value} ({seeds}; {minutes:.1f} min training each)",
+      record,
+    )
   ]
 
 
@@ -160,8 +177,12 @@ def throughput_rows(record: dict) -> list[str]:
       f"{100 * r['trainer_overhead']:.1f}%)"
     )
     rows.append(
-      f"| {model} train step, batch {r['batch_size']}, 32x32x3 | {value} | "
-      f"{_machine(record)} | {record['machine']['date']} | {r['method']} |"
+      _row(
+        f"{model} train step, batch {r['batch_size']}, 32x32x3",
+        value,
+        record,
+        r["method"],
+      )
     )
   return rows
 
@@ -177,10 +198,7 @@ def demo_rows(record: dict) -> list[str]:
     for r in record["summary"]
   )
   value = f"{record['wall_seconds'] / 60:.1f} min; {accuracies}"
-  return [
-    f"| `jvision demo` | {value} | {_machine(record)} | "
-    f"{record['machine']['date']} | {record['method']} |"
-  ]
+  return [_row("`jvision demo`", value, record)]
 
 
 def simclr_rows(record: dict) -> list[str]:
@@ -198,10 +216,12 @@ def simclr_rows(record: dict) -> list[str]:
   )
   pretrain = record["pretrain_arg"] or "demo (short)"
   return [
-    f"| SimCLR Fashion-MNIST label efficiency, pretraining `{pretrain}` | "
-    f"{cells} (seeds: {seeds}; pretraining kNN {knn_text}%; {minutes:.1f} "
-    f"min per seed) | {_machine(record)} | {record['machine']['date']} | "
-    f"{record['method']} |"
+    _row(
+      f"SimCLR Fashion-MNIST label efficiency, pretraining `{pretrain}`",
+      f"{cells} (seeds: {seeds}; pretraining kNN {knn_text}%; "
+      f"{minutes:.1f} min per seed)",
+      record,
+    )
   ]
 
 
@@ -232,11 +252,12 @@ def table() -> str:
       rows += memory_rows(record)
     elif path.stem == "pixel_knn_fashion_mnist":
       rows.append(
-        "| kNN monitor protocol on Fashion-MNIST pixels (no network) | "
-        f"raw {100 * record['raw_pixels_knn_accuracy']:.2f}%, centred "
-        f"{100 * record['centred_pixels_knn_accuracy']:.2f}% | "
-        f"{_machine(record)} | {record['machine']['date']} | "
-        f"{record['method']} |"
+        _row(
+          "kNN monitor protocol on Fashion-MNIST pixels (no network)",
+          f"raw {100 * record['raw_pixels_knn_accuracy']:.2f}%, centred "
+          f"{100 * record['centred_pixels_knn_accuracy']:.2f}%",
+          record,
+        )
       )
   return "\n".join(rows)
 
