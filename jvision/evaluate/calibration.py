@@ -14,6 +14,8 @@ mean confidence there. Empty bins add nothing. A confidence of exactly 0
 
 import numpy as np
 
+from jvision.evaluate import metrics
+
 NUM_BINS = 15  # Guo et al. 2017
 
 
@@ -34,15 +36,13 @@ def softmax(logits) -> np.ndarray:
 
 def _confidence_and_correct(probabilities, labels):
   """(top-class probability [N], prediction == label [N]) or ValueError."""
-  probabilities = np.asarray(probabilities, np.float64)
   labels = np.asarray(labels)
-  if probabilities.ndim != 2 or probabilities.shape[0] != labels.shape[0]:
-    raise ValueError(
-      f"probabilities must have shape [N, K] = [{labels.shape[0]}, K], "
-      f"got {probabilities.shape}."
-    )
-  if labels.size == 0:
-    raise ValueError("calibration of zero examples is undefined.")
+  probabilities = metrics.check_scores(
+    np.asarray(probabilities, np.float64),
+    labels,
+    name="probabilities",
+    what="calibration",
+  )
   confidence = probabilities.max(axis=1)
   correct = probabilities.argmax(axis=1) == labels
   return confidence, correct

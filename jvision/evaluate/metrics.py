@@ -167,6 +167,27 @@ def classification_report(
   }
 
 
+def check_scores(scores, labels, *, name: str, what: str) -> np.ndarray:
+  """`scores` as an array [N, K] for N labels, else ValueError.
+
+  Args:
+    scores: per-class scores or probabilities, [N, K].
+    labels: [N].
+    name: what the scores are called in the error.
+    what: the computation, for the error on zero examples.
+  """
+  scores = np.asarray(scores)
+  labels = np.asarray(labels)
+  if scores.ndim != 2 or scores.shape[0] != labels.shape[0]:
+    raise ValueError(
+      f"{name} must have shape [N, K] = [{labels.shape[0]}, K], "
+      f"got {scores.shape}."
+    )
+  if labels.size == 0:
+    raise ValueError(f"{what} of zero examples is undefined.")
+  return scores
+
+
 def top_k_accuracy(labels, scores, k: int) -> float:
   """The fraction of examples whose label is among the k highest scores.
 
@@ -182,14 +203,7 @@ def top_k_accuracy(labels, scores, k: int) -> float:
     The top-k accuracy in [0, 1].
   """
   labels = _as_class_ids(labels, "labels")
-  scores = np.asarray(scores)
-  if scores.ndim != 2 or scores.shape[0] != labels.shape[0]:
-    raise ValueError(
-      f"scores must have shape [N, K] = [{labels.shape[0]}, K], "
-      f"got {scores.shape}."
-    )
-  if labels.size == 0:
-    raise ValueError("top_k_accuracy of zero examples is undefined.")
+  scores = check_scores(scores, labels, name="scores", what="top_k_accuracy")
   num_classes = scores.shape[1]
   if not 1 <= k <= num_classes:
     raise ValueError(f"k must be in [1, {num_classes}], got {k}.")
