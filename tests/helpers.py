@@ -83,3 +83,26 @@ def tiny_simclr_config():
     config[key] = base[key]
   config.optimizer.warmup_steps = 2
   return config
+
+
+def idx_bytes(array):
+  """An MNIST-style IDX file of a uint8 array."""
+  import struct
+
+  import numpy as np
+
+  header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
+  header += struct.pack(f">{array.ndim}I", *array.shape)
+  return header + np.asarray(array).astype(np.uint8).tobytes()
+
+
+def shifted(image, dy: int, dx: int):
+  """A 2-D image moved by (dy, dx) pixels, zeros where it uncovers."""
+  import numpy as np
+
+  out = np.zeros_like(image)
+  h, w = image.shape
+  out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[
+    max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+  ]
+  return out

@@ -5,6 +5,7 @@ import io
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import shifted
 from PIL import Image
 
 from jvision.audit import duplicates
@@ -17,15 +18,6 @@ def digits(shared_data):
 
   ds = data.load(f"idx:{shared_data / 'mnist'}", "test", progress=False)
   return ds.images[:300, ..., 0].astype(np.float32) / 255
-
-
-def _shift(x, dy, dx):
-  out = np.zeros_like(x)
-  h, w = x.shape
-  out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
-    max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
-  ]
-  return out
 
 
 def _jpeg(x, quality):
@@ -52,7 +44,7 @@ def test_pair_similarity_of_copies_and_strangers(digits):
   a = digits[:4]
   copies = np.stack(
     [
-      _shift(a[0], 2, -3),  # shifted
+      shifted(a[0], 2, -3),  # shifted
       np.clip(a[1] * 0.7, 0, 1),  # darker
       _jpeg(a[2], 60),  # re-encoded
       digits[100],  # another digit
@@ -82,7 +74,7 @@ def test_zoom_keeps_the_centre():
 def test_search_finds_planted_copies_among_real_digits(digits):
   base = digits[:200]
   copies = [
-    _shift(base[0], 3, 1),
+    shifted(base[0], 3, 1),
     np.clip(base[1] * 1.2, 0, 1),
     _jpeg(base[2], 50),
     np.asarray(duplicates.zoom(jnp.asarray(base[3][None]), 1.1))[0],

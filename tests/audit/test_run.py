@@ -12,7 +12,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from helpers import REPO, tiny_config
+from helpers import REPO, shifted, tiny_config
 from PIL import Image, ImageFilter
 
 from jvision.audit import defaults, run
@@ -32,15 +32,6 @@ def _jpeg(array: np.ndarray) -> bytes:
   buffer = io.BytesIO()
   Image.fromarray(array).save(buffer, "JPEG", quality=90)
   return buffer.getvalue()
-
-
-def _shift(x, dy, dx):
-  out = np.zeros_like(x)
-  h, w = x.shape
-  out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
-    max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
-  ]
-  return out
 
 
 def _build(root: pathlib.Path, digits, labels) -> dict[str, tuple[str, str]]:
@@ -71,7 +62,7 @@ def _build(root: pathlib.Path, digits, labels) -> dict[str, tuple[str, str]]:
   put("train/3/copy_of_000.png", _png(a), "exact_duplicate", "train/3/000.png")
   put(
     "train/5/shifted.png",
-    _png(_shift(b, 2, -1)),
+    _png(shifted(b, 2, -1)),
     "near_duplicate",
     "train/5/001.png",
   )

@@ -1,17 +1,9 @@
 """Scanning array sources (no files) and the audit on them."""
 
-import struct
-
-import numpy as np
 import pytest
+from helpers import idx_bytes
 
 from jvision.audit import defaults, run, scan
-
-
-def _idx(path, array):
-  header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
-  header += struct.pack(f">{array.ndim}I", *array.shape)
-  path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +18,10 @@ def idx_dir(tmp_path_factory, shared_data):
   images[7] = images[3]  # an exact duplicate within train
   labels[7] = labels[3]
   out = tmp_path_factory.mktemp("idx")
-  _idx(out / "train-images-idx3-ubyte", images[:150])
-  _idx(out / "train-labels-idx1-ubyte", labels[:150])
-  _idx(out / "t10k-images-idx3-ubyte", images[150:])
-  _idx(out / "t10k-labels-idx1-ubyte", labels[150:])
+  (out / "train-images-idx3-ubyte").write_bytes(idx_bytes(images[:150]))
+  (out / "train-labels-idx1-ubyte").write_bytes(idx_bytes(labels[:150]))
+  (out / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(images[150:]))
+  (out / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(labels[150:]))
   return out
 
 

@@ -10,19 +10,13 @@ import struct
 
 import numpy as np
 import pytest
+from helpers import idx_bytes
 
 from jvision.data import idx, sources
 from jvision.data.dataset import DataError
 
 FASHION_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-
-
-def _idx_bytes(array: np.ndarray) -> bytes:
-  """An IDX file of a uint8 array."""
-  header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
-  header += struct.pack(f">{array.ndim}I", *array.shape)
-  return header + array.astype(np.uint8).tobytes()
 
 
 def _write_split(directory, prefix, images, labels, gz=False):
@@ -33,7 +27,7 @@ def _write_split(directory, prefix, images, labels, gz=False):
     ("labels", "idx1", labels),
   ):
     with opener(directory / f"{prefix}-{kind}-{dims}-ubyte{suffix}", "wb") as f:
-      f.write(_idx_bytes(array))
+      f.write(idx_bytes(array))
 
 
 @pytest.fixture
@@ -119,7 +113,7 @@ def test_broken_gzip_names_the_file(tiny_idx):
 
 def test_count_mismatch_and_missing_files(tiny_idx):
   (tiny_idx / "train-labels-idx1-ubyte").write_bytes(
-    _idx_bytes(np.zeros(5, np.uint8))
+    idx_bytes(np.zeros(5, np.uint8))
   )
   with pytest.raises(DataError, match="6 images but .* 5 labels"):
     idx.load_idx(str(tiny_idx), "train")

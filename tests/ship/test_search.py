@@ -9,10 +9,10 @@ hand-computed rankings.
 import dataclasses
 import pathlib
 import shutil
-import struct
 
 import numpy as np
 import pytest
+from helpers import idx_bytes
 from PIL import Image
 
 import jvision.data
@@ -20,12 +20,6 @@ from jvision.ship import model as model_lib
 from jvision.ship import search
 
 NUM_TRAIN, NUM_TEST = 200, 100
-
-
-def _write_idx(path: pathlib.Path, array: np.ndarray) -> None:
-  header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
-  header += struct.pack(f">{array.ndim}I", *array.shape)
-  path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +34,10 @@ def tiny_spec(tmp_path_factory, shared_data) -> str:
     ("t10k", slice(NUM_TRAIN, NUM_TRAIN + NUM_TEST)),
   ):
     images = mnist.images[rows, ..., 0]
-    _write_idx(directory / f"{prefix}-images-idx3-ubyte", images)
-    _write_idx(directory / f"{prefix}-labels-idx1-ubyte", mnist.labels[rows])
+    (directory / f"{prefix}-images-idx3-ubyte").write_bytes(idx_bytes(images))
+    (directory / f"{prefix}-labels-idx1-ubyte").write_bytes(
+      idx_bytes(mnist.labels[rows])
+    )
   return f"idx:{directory}"
 
 
