@@ -15,16 +15,14 @@ through `html.escape`.
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-import os
 from collections.abc import Callable, Iterable
 
 import numpy as np
-from PIL import Image
 
 from jvision.audit.findings import ISSUES, Finding, sort_findings
+from jvision.evaluate import html as html_lib
+from jvision.evaluate.html import escape as _e
+from jvision.evaluate.html import png_data_uri, thumbnail
 
 # Issues whose findings name a second image in `related`.
 PAIR_ISSUES = ("exact_duplicate", "near_duplicate", "leakage")
@@ -64,11 +62,6 @@ EXPLANATIONS = {
   "odd_aspect_ratio": "Width-to-height ratio far from typical, so resizing "
   "to a square distorts or crops it; score rises with the deviation.",
 }
-# Thumbnails: small images are upscaled by a whole factor towards
-# THUMB_TARGET px on their longest side, never past THUMB_MAX; larger ones are
-# shrunk to THUMB_MAX.
-THUMB_TARGET = 96
-THUMB_MAX = 128
 
 
 def write_report(
@@ -98,10 +91,7 @@ def write_report(
     image_of=image_of,
     max_per_issue=max_per_issue,
   )
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(page)
-  os.replace(tmp, path)
+  html_lib.write_atomic(path, page)
 
 
 def render_report(
@@ -129,12 +119,7 @@ def render_report(
       *sections,
     ]
   )
-  return _page(f"Audit: {summary.get('source', '')}", body)
-
-
-def _e(value) -> str:
-  """`value` as escaped HTML text (quotes included, safe in attributes)."""
-  return html.escape(str(value), quote=True)
+  return html_lib.page(f"Audit: {summary.get('source', '')}", body, _CSS)
 
 
 def _group(findings: Iterable[Finding]) -> dict[str, list[Finding]]:
@@ -143,15 +128,6 @@ def _group(findings: Iterable[Finding]) -> dict[str, list[Finding]]:
   for finding in sort_findings(findings):
     groups[finding.issue].append(finding)
   return groups
-
-
-def _page(title: str, body: str) -> str:
-  return (
-    "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
-    "<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
-    f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n"
-    f"<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
-  )
 
 
 # ---------------------------------------------------------------- header ---
@@ -410,42 +386,6 @@ def _label_spec_section(summary: dict) -> str:
 
 
 # ---------------------------------------------------------------- images ---
-
-
-def thumbnail(image: np.ndarray) -> np.ndarray:
-  """A readable thumbnail of `image`, aspect kept.
-
-  Images with a longest side under THUMB_MAX are upscaled by a whole factor
-  with nearest-neighbour (28x28 -> 84x84) so pixels stay sharp; larger ones
-  are shrunk to THUMB_MAX on their longest side.
-
-  Args:
-    image: uint8 [H, W, C], C 1 or 3.
-
-  Returns:
-    uint8 [h, w, C].
-  """
-  height, width = image.shape[:2]
-  longest = max(height, width)
-  if longest > THUMB_MAX:
-    scale = THUMB_MAX / longest
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    shrunk = Image.fromarray(_squeeze(image)).resize(size, Image.LANCZOS)
-    return np.asarray(shrunk).reshape(size[1], size[0], image.shape[2])
-  factor = max(1, min(round(THUMB_TARGET / longest), THUMB_MAX // longest))
-  return image.repeat(factor, axis=0).repeat(factor, axis=1)
-
-
-def _squeeze(image: np.ndarray) -> np.ndarray:
-  """uint8 [H, W, 1] -> [H, W] (PIL mode L); [H, W, 3] unchanged."""
-  return image[..., 0] if image.shape[-1] == 1 else image
-
-
-def png_data_uri(image: np.ndarray) -> str:
-  """`data:image/png;base64,...` of uint8 [H, W, C], C 1 or 3."""
-  buffer = io.BytesIO()
-  Image.fromarray(_squeeze(image)).save(buffer, format="PNG")
-  return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 class _ThumbCache:

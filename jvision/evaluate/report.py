@@ -14,9 +14,7 @@ The selection helpers (`stratified_sample`, `confused_pairs`,
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import html
 import io
 import os
 
@@ -24,7 +22,9 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from jvision.audit.report import png_data_uri, thumbnail
+from jvision.evaluate import html as html_lib
+from jvision.evaluate.html import escape as _e
+from jvision.evaluate.html import png_data_uri, thumbnail
 
 MAX_MAP_POINTS = 2000  # examples in the t-SNE map
 PAIRS_SHOWN = 5  # most confused (true, predicted) pairs
@@ -178,13 +178,13 @@ def _figure_uri(figure: Figure) -> str:
   """A matplotlib figure as a PNG data URI."""
   buffer = io.BytesIO()
   figure.savefig(buffer, format="png", dpi=DPI)
-  return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+  return html_lib.png_bytes_uri(buffer.getvalue())
 
 
 def _file_uri(path: str) -> str:
   """A PNG file as a data URI."""
   with open(path, "rb") as f:
-    return "data:image/png;base64," + base64.b64encode(f.read()).decode()
+    return html_lib.png_bytes_uri(f.read())
 
 
 def per_class_figure(class_names: list[str], per_class: dict) -> Figure:
@@ -293,10 +293,7 @@ def embedding_figure(xy, labels, class_names: list[str]) -> Figure:
 
 def write_report(path: str, results: EvalResults) -> None:
   """Writes the page of `render_report` to `path` (replaced atomically)."""
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(render_report(results))
-  os.replace(tmp, path)
+  html_lib.write_atomic(path, render_report(results))
 
 
 def render_report(results: EvalResults) -> str:
@@ -316,25 +313,13 @@ def render_report(results: EvalResults) -> str:
       _map_section(results, names),
     ]
   )
-  return _page(f"Evaluation: {results.metrics.get('workdir', '')}", body)
-
-
-def _e(value) -> str:
-  """`value` as escaped HTML text (quotes included, safe in attributes)."""
-  return html.escape(str(value), quote=True)
+  return html_lib.page(
+    f"Evaluation: {results.metrics.get('workdir', '')}", body, _CSS
+  )
 
 
 def _pct(value: float) -> str:
   return f"{100 * value:.2f}%"
-
-
-def _page(title: str, body: str) -> str:
-  return (
-    "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
-    "<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
-    f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n"
-    f"<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
-  )
 
 
 def _figure(uri: str, alt: str, kind: str = "") -> str:
