@@ -143,11 +143,7 @@ def work_copies(
   out = np.zeros((len(thumbs), size, size, channels), np.uint8)
   for i, thumb in enumerate(thumbs):
     if thumb is not None:
-      out[i] = decode.convert_array(
-        decode.convert_array(thumb, image_size=None, channels=channels),
-        image_size=size,
-        channels=None,
-      )
+      out[i] = decode.convert_array(thumb, image_size=size, channels=channels)
   return out
 
 
