@@ -23,9 +23,14 @@ augmentation replaced by normalisation of the uint8 batch (SimCLR's second
 view is the mirrored batch), since the torch side takes ready float views;
 torch's learning rate is a constant where jvision evaluates its schedule.
 
-FLOPs per step are XLA's count for the compiled jvision step
-(`cost_analysis()`), used for both sides. The peak is the faster of numpy's
-and torch's float32 matmul of `--matmul_size`, median of 5, in GFLOP/s.
+FLOPs per step, used for both sides, are those of the plain network:
+PyTorch's FlopCounterMode over one eager reference step (convolutions and
+matrix products, forward and backward; no input gradient for the images).
+XLA's own count of the compiled jvision step is recorded beside it
+(`xla_flops_per_step`); it counts the work as jvision's kernels do it (the
+seed CNN's fused conv-pool computes zero taps, ResNet's count is ~1.7x).
+The peak is the faster of numpy's and torch's float32 matmul of
+`--matmul_size`, median of 5, in GFLOP/s.
 Results: benchmarks/results/compare.json.
 """
 
@@ -39,6 +44,7 @@ import jax
 import numpy as np
 import torch
 from absl import app, flags
+from torch.utils import flop_counter
 
 from benchmarks import common, reference_torch
 from jvision import logging_setup, models, optim, parallel
@@ -148,7 +154,7 @@ def _flops(compiled) -> float | None:
   return float(cost["flops"]) if cost and "flops" in cost else None
 
 
-def torch_step(name: str):
+def torch_step(name: str, *, compile: bool, channels_last: bool):
   """Run one step of the PyTorch twin of jvision's `name` step."""
   config = jax_config(name)
   opt = config.optimizer
@@ -156,15 +162,15 @@ def torch_step(name: str):
     lr=opt.learning_rate,
     momentum=opt.momentum,
     weight_decay=opt.weight_decay,
-    channels_last=_CHANNELS_LAST.value,
-    compile=_COMPILE.value,
+    channels_last=channels_last,
+    compile=compile,
   )
   gen = torch.Generator().manual_seed(0)
   shape = (BATCH[name], *IMAGE_SHAPE)
 
   def images():
     x = torch.randn(shape, generator=gen)  # [N, H, W, C]
-    return reference_torch._images(x, _CHANNELS_LAST.value)  # [N, C, H, W]
+    return reference_torch._images(x, channels_last)  # [N, C, H, W]
 
   labels = torch.randint(0, 10, (BATCH[name],), generator=gen)
   if name == "simclr":
@@ -178,6 +184,15 @@ def torch_step(name: str):
   step = reference_torch.supervised_step(name, **kw)
   x = images()
   return lambda: step(x, labels)
+
+
+def model_flops(name: str) -> int:
+  """FLOPs of one eager PyTorch reference step (FlopCounterMode's count)."""
+  run = torch_step(name, compile=False, channels_last=False)
+  run()  # the optimizer's state exists from here on, as in timed steps
+  with flop_counter.FlopCounterMode(display=False) as counter:
+    run()
+  return counter.get_total_flops()
 
 
 def step_seconds(run, steps: int, warmup: int) -> list[float]:
@@ -207,8 +222,11 @@ def matmul_peak_gflops(n: int) -> dict[str, float]:
 def compare(name: str, rounds: int, steps: int, peak: float) -> dict:
   """ABAB rounds of jvision and torch for `name`; the record and a line."""
   images = BATCH[name] * VIEWS[name]
-  jax_run, flops = jax_step(name)
-  torch_run = torch_step(name)
+  jax_run, xla_flops = jax_step(name)
+  flops = model_flops(name)
+  torch_run = torch_step(
+    name, compile=_COMPILE.value, channels_last=_CHANNELS_LAST.value
+  )
   rates = {side: [] for side in SIDES}
   for _ in range(rounds):
     for side, run in (("jvision", jax_run), ("torch", torch_run)):
@@ -216,6 +234,7 @@ def compare(name: str, rounds: int, steps: int, peak: float) -> dict:
       rates[side].append(images / statistics.median(times))
   record = {"batch_size": BATCH[name], "images_per_step": images}
   record["flops_per_step"] = flops
+  record["xla_flops_per_step"] = xla_flops
   for side, values in rates.items():
     rate = statistics.median(values)
     record[side] = {"images_per_sec": rate, "rounds": values}
