@@ -9,6 +9,14 @@ each, alternating): seed CNN, batch 256 at 32x32x3, 3,113 -> 6,650 img/s;
 ResNet-18 (CIFAR stem), batch 128, 35 -> 56 and 24 -> 30 img/s (runs on
 a loaded machine). The flag touches only the CPU backend.
 
+`--xla_disable_hlo_passes=cse_barrier_expander` keeps
+`jax.lax.optimization_barrier`s until code generation (the pass only
+removes them). The ResNet puts barriers on conv inputs on the CPU backend
+(jvision/models/resnet.py); with them kept, its train step is ~1.25x faster
+(benchmarks/NOTES.md). It applies to every backend, but jvision places
+barriers only on CPU; a user's own `--xla_disable_hlo_passes` replaces it
+(the barriers are then removed again: slower, same values).
+
 The defaults are added to `XLA_FLAGS` when `jvision` is imported, unless:
 the user's `XLA_FLAGS` already sets the same option; `JVISION_XLA_DEFAULTS=0`;
 or the installed jaxlib is not one they were checked with (an unknown flag
@@ -25,6 +33,9 @@ import os
 # option -> value, each checked on the jaxlib versions in CHECKED_JAXLIB.
 CPU_DEFAULTS = {
   "xla_cpu_experimental_ynn_fusion_type": "-individual_convolution",
+  # Keeps the ResNet's optimization barriers (jvision/models/resnet.py)
+  # through compilation; the pass only removes barriers.
+  "xla_disable_hlo_passes": "cse_barrier_expander",
 }
 CHECKED_JAXLIB = ("0.10.",)  # version prefixes
 

@@ -8,7 +8,10 @@ from helpers import REPO
 
 from jvision import xla_defaults
 
-FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+FLAG = (
+  "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+  " --xla_disable_hlo_passes=cse_barrier_expander"
+)
 
 
 def test_defaults_are_added_once_and_never_override():
@@ -17,7 +20,11 @@ def test_defaults_are_added_once_and_never_override():
   assert both == f"--xla_foo=1 {FLAG}"
   assert xla_defaults.with_defaults(both, "0.10.2") == both
   mine = "--xla_cpu_experimental_ynn_fusion_type=default"
-  assert xla_defaults.with_defaults(mine, "0.10.2") == mine
+  passes = "--xla_disable_hlo_passes=cse_barrier_expander"
+  assert xla_defaults.with_defaults(mine, "0.10.2") == f"{mine} {passes}"
+  theirs = "--xla_disable_hlo_passes=foo"
+  assert xla_defaults.with_defaults(theirs, "0.10.2").startswith(theirs)
+  assert "cse_barrier" not in xla_defaults.with_defaults(theirs, "0.10.2")
   # An unchecked jaxlib gets nothing (an unknown flag aborts XLA).
   assert xla_defaults.with_defaults("--a=1", "0.11.0") == "--a=1"
   assert xla_defaults.with_defaults("", None) == ""

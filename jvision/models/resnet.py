@@ -8,6 +8,13 @@ torchvision, a bottleneck block strides on its 3x3 conv, convs have no bias
 whenever a block changes the shape. Convs use torchvision's explicit padding,
 so odd spatial sizes (e.g. 28 -> 14 -> 7 -> 4) line up on both branches.
 
+On XLA:CPU each conv's input passes through `jax.lax.optimization_barrier`
+(see `fence_conv_inputs`): without it XLA fuses the whole batch-norm - ReLU -
+residual chain into the layout transposes of the weight-gradient convs and
+recomputes it there, 140-210 ms per 32 MB transpose instead of ~22 ms; with
+it (and the XLA flag in jvision/xla_defaults.py that keeps barriers through
+compilation) the ResNet-18 train step runs ~1.25x faster. Values are the same.
+
 Recorded intermediates (read them with `mutable=["intermediates"]`; each is
 a 1-tuple, flax's `sow` convention): "stage1".."stage4", the [N, h, w, C]
 output of each stage, and "pre_logits", the [N, C] globally pooled features.
@@ -20,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 BASE_WIDTHS = (64, 128, 256, 512)
@@ -46,17 +54,34 @@ def scaled_width(base: int, width: float) -> int:
   return max(1, int(base * width))
 
 
+def fence_by_default() -> bool:
+  """Whether conv inputs are fenced when `fence_conv_inputs` is None: on the
+  CPU backend, where it was measured (benchmarks/NOTES.md); elsewhere XLA
+  keeps its own fusion choices."""
+  return jax.default_backend() == "cpu"
+
+
 class _Layers(nn.Module):
-  """Shared fields and layer factories of the blocks and the ResNet."""
+  """Shared fields and layer factories of the blocks and the ResNet.
+
+  Attributes:
+    dtype: computation dtype.
+    param_dtype: dtype of the parameters (and batch statistics).
+    bn_axis_name: the pmap axis to average batch statistics over.
+    fence_conv_inputs: put an optimization barrier on each conv's input, so
+      XLA materialises it once instead of fusing its producers into every
+      consumer; None: `fence_by_default()`.
+  """
 
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   bn_axis_name: str | None = None
+  fence_conv_inputs: bool | None = None
 
   def conv(self, features, kernel, strides=1, *, name):
     """A bias-free conv with torchvision's padding (kernel // 2)."""
     pad = kernel // 2
-    return nn.Conv(
+    layer = nn.Conv(
       features,
       (kernel, kernel),
       strides=(strides, strides),
@@ -67,6 +92,10 @@ class _Layers(nn.Module):
       param_dtype=self.param_dtype,
       name=name,
     )
+    fence = self.fence_conv_inputs
+    if not (fence_by_default() if fence is None else fence):
+      return layer
+    return lambda x: layer(jax.lax.optimization_barrier(x))
 
   def norm(self, *, train, name, zero_scale=False):
     """Batch norm with torchvision's statistics (momentum 0.1 there)."""
@@ -159,6 +188,8 @@ class ResNet(_Layers):
     param_dtype: dtype of the parameters (and batch statistics).
     bn_axis_name: the pmap axis to average batch statistics over (None under
       jit, where batch norm already sees the global batch).
+    fence_conv_inputs: optimization barriers on conv inputs (see _Layers);
+      None: on for the CPU backend.
   """
 
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
@@ -220,6 +251,7 @@ class ResNet(_Layers):
       dtype=self.dtype,
       param_dtype=self.param_dtype,
       bn_axis_name=self.bn_axis_name,
+      fence_conv_inputs=self.fence_conv_inputs,
     )
     for j in range(num_blocks):
       strides = 2 if index > 0 and j == 0 else 1
