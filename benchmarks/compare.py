@@ -1,15 +1,19 @@
 """jvision vs plain PyTorch: images/s of the same train step on this machine.
 
     python -m benchmarks.compare [--rounds=3] [--steps=10]
-        [--models=cnn,resnet18,simclr] [--compile] [--channels_last]
+        [--models=cnn,resnet18,simclr] [--torch_modes=eager,channels_last,
+        compiled]
 
-For each model, the jitted jvision step and the eager (or, with --compile,
-torch.compile-d) PyTorch step of benchmarks.reference_torch run alternately,
-jvision then torch, for `--rounds` rounds. A measurement is `--warmup`
-untimed steps, then the median of `--steps` timed steps (block_until_ready
-on the JAX side), as images/s. Reported per model: the median over rounds
-of each side, the ratio jvision / PyTorch, the achieved FLOP/s of each and
-its fraction of the machine's float32 matmul peak.
+For each model, the jitted jvision step and the PyTorch step of
+benchmarks.reference_torch in each of `--torch_modes` run alternately
+(jvision, then each PyTorch mode, per round) for `--rounds` rounds. The
+modes: "eager" (NCHW tensors), "channels_last" (eager, channels-last
+memory format) and "compiled" (torch.compile of the channels-last model).
+A measurement is `--warmup` untimed steps, then the median of `--steps`
+timed steps (block_until_ready on the JAX side), as images/s. Reported per
+model: the median over rounds of each, the ratio jvision / PyTorch for each
+mode and against the fastest mode, the achieved FLOP/s of each and its
+fraction of the machine's float32 matmul peak.
 
 The same work on both sides: forward + backward + optimizer update on one
 resident batch of 32x32x3 images; seed CNN batch 256, ResNet-18 (CIFAR stem)
@@ -58,9 +62,10 @@ _MODELS = flags.DEFINE_list(
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating jvision/torch rounds.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per measurement.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps per measurement.")
-_COMPILE = flags.DEFINE_bool("compile", False, "torch.compile the models.")
-_CHANNELS_LAST = flags.DEFINE_bool(
-  "channels_last", False, "Torch tensors in channels-last memory format."
+_TORCH_MODES = flags.DEFINE_list(
+  "torch_modes",
+  ["eager", "channels_last", "compiled"],
+  "PyTorch variants to measure (see the module doc).",
 )
 _MATMUL_SIZES = flags.DEFINE_list(
   "matmul_sizes",
@@ -71,7 +76,11 @@ _MATMUL_SIZES = flags.DEFINE_list(
 BATCH = {"cnn": 256, "resnet18": 128, "simclr": 128}
 VIEWS = {"cnn": 1, "resnet18": 1, "simclr": 2}  # images per example
 IMAGE_SHAPE = (32, 32, 3)
-SIDES = ("jvision", "torch")
+TORCH_MODES = {  # mode -> torch_step keyword arguments
+  "eager": dict(compile=False, channels_last=False),
+  "channels_last": dict(compile=False, channels_last=True),
+  "compiled": dict(compile=True, channels_last=True),
+}
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
@@ -233,45 +242,67 @@ def matmul_peak_gflops(sizes: list[int]) -> dict[str, float]:
   return rates
 
 
-def compare(name: str, rounds: int, steps: int, peak: float) -> dict:
-  """ABAB rounds of jvision and torch for `name`; the record and a line."""
+def _rate_record(values: list[float], flops: float, images: int, peak):
+  """images/s over rounds -> their median, GFLOP/s and fraction of peak."""
+  rate = statistics.median(values)
+  gflops = flops * rate / images / 1e9
+  return {
+    "images_per_sec": rate,
+    "rounds": values,
+    "gflops_per_sec": gflops,
+    "fraction_of_peak": gflops / peak,
+  }
+
+
+def compare(name: str, modes: list[str], rounds: int, steps: int, peak):
+  """ABAB rounds of jvision and each PyTorch mode for `name`: the record."""
   images = BATCH[name] * VIEWS[name]
-  jax_run, xla_flops = jax_step(name)
   flops = model_flops(name)
-  torch_run = torch_step(
-    name, compile=_COMPILE.value, channels_last=_CHANNELS_LAST.value
-  )
-  rates = {side: [] for side in SIDES}
+  jax_run, xla_flops = jax_step(name)
+  runs = {"jvision": jax_run}
+  for mode in modes:
+    runs[mode] = torch_step(name, **TORCH_MODES[mode])
+  rates = {side: [] for side in runs}
   for _ in range(rounds):
-    for side, run in (("jvision", jax_run), ("torch", torch_run)):
+    for side, run in runs.items():
       times = step_seconds(run, steps, _WARMUP.value)
       rates[side].append(images / statistics.median(times))
-  record = {"batch_size": BATCH[name], "images_per_step": images}
-  record["flops_per_step"] = flops
-  record["xla_flops_per_step"] = xla_flops
-  for side, values in rates.items():
-    rate = statistics.median(values)
-    record[side] = {"images_per_sec": rate, "rounds": values}
-    if flops:
-      gflops = flops * rate / images / 1e9
-      record[side]["gflops_per_sec"] = gflops
-      record[side]["fraction_of_peak"] = gflops / peak
-  record["ratio_jvision_to_torch"] = (
-    record["jvision"]["images_per_sec"] / record["torch"]["images_per_sec"]
+  summary = functools.partial(
+    _rate_record, flops=flops, images=images, peak=peak
   )
-  return record
+  mine = summary(rates["jvision"])
+  theirs = {mode: summary(rates[mode]) for mode in modes}
+  ratios = {
+    mode: mine["images_per_sec"] / theirs[mode]["images_per_sec"]
+    for mode in modes
+  }
+  best = min(modes, key=ratios.get)
+  return {
+    "batch_size": BATCH[name],
+    "images_per_step": images,
+    "flops_per_step": flops,
+    "xla_flops_per_step": xla_flops,
+    "jvision": mine,
+    "torch": theirs,
+    "ratio_jvision_to_torch": ratios,
+    "torch_best_mode": best,
+    "ratio_jvision_to_best_torch": ratios[best],
+  }
 
 
 def _line(name: str, record: dict) -> str:
+  sides = {"jvision": record["jvision"]}
+  sides.update({f"torch {m}": r for m, r in record["torch"].items()})
   parts = [f"{name}:"]
-  for side in SIDES:
-    r = record[side]
-    frac = r.get("fraction_of_peak")
-    extra = f" ({r['gflops_per_sec']:.0f} GFLOP/s, {100 * frac:.1f}%)"
+  for side, r in sides.items():
     parts.append(
-      f"{side} {r['images_per_sec']:.0f} img/s" + (extra if frac else "")
+      f"{side} {r['images_per_sec']:.0f} img/s ({r['gflops_per_sec']:.0f} "
+      f"GFLOP/s, {100 * r['fraction_of_peak']:.1f}%);"
     )
-  parts.append(f"ratio {record['ratio_jvision_to_torch']:.2f}")
+  parts.append(
+    f"ratio to the fastest PyTorch ({record['torch_best_mode']}) "
+    f"{record['ratio_jvision_to_best_torch']:.2f}"
+  )
   return " ".join(parts)
 
 
@@ -292,18 +323,26 @@ def main(argv):
       "rounds": _ROUNDS.value,
       "steps": _STEPS.value,
       "warmup": _WARMUP.value,
-      "torch_compile": _COMPILE.value,
-      "channels_last": _CHANNELS_LAST.value,
+      "torch_modes": _TORCH_MODES.value,
       "torch_threads": torch.get_num_threads(),
       "torch_version": torch.__version__,
     },
     "models": {},
   }
+  unknown = sorted(set(_TORCH_MODES.value) - set(TORCH_MODES))
+  if unknown:
+    raise ValueError(
+      f"Unknown torch modes {unknown}; choose from {sorted(TORCH_MODES)}"
+    )
   for name in _MODELS.value:
-    result = compare(name, _ROUNDS.value, _STEPS.value, peak)
+    result = compare(
+      name, _TORCH_MODES.value, _ROUNDS.value, _STEPS.value, peak
+    )
     record["models"][name] = result
-    print(_line(name, result))
-    if any(result[s].get("fraction_of_peak", 0) > 1 for s in SIDES):
+    print(_line(name, result), flush=True)
+    fractions = [result["jvision"]["fraction_of_peak"]]
+    fractions += [r["fraction_of_peak"] for r in result["torch"].values()]
+    if max(fractions) > 1:
       print(f"  {name}: above the matmul peak: was the machine contended?")
   print("saved", common.save("compare", record))
 

@@ -3,8 +3,10 @@
     python -m benchmarks.report          # print the table
     python -m benchmarks.report --write  # replace it in README.md
 
-The table sits between the markers `<!-- results:start -->` and
-`<!-- results:end -->`; every row names its machine, date and method.
+The results table sits between the markers `<!-- results:start -->` and
+`<!-- results:end -->`; every row names its machine, date and method. The
+performance table (jvision against PyTorch, from results/compare.json) sits
+between `<!-- performance:start -->` and `<!-- performance:end -->`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from benchmarks.common import RESULTS
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+PERF_START, PERF_END = "<!-- performance:start -->", "<!-- performance:end -->"
 
 
 def _machine(record: dict) -> str:
@@ -122,30 +125,54 @@ def search_rows(record: dict) -> list[str]:
   ]
 
 
-def compare_rows(record: dict) -> list[str]:
-  """jvision vs the PyTorch reference, per step (issue 7's harness)."""
-  rows = []
-  settings = record["settings"]
-  torch_kind = "compiled" if settings.get("torch_compile") else "eager"
+STEP_NAMES = {
+  "cnn": "seed CNN",
+  "resnet18": "ResNet-18 (CIFAR stem)",
+  "simclr": "SimCLR (ResNet-18 + head + probe, 2 views)",
+}
+
+
+def performance_table(record: dict) -> str:
+  """jvision vs each PyTorch mode, one row per train step, with the machine,
+  versions, date and method under the table."""
+  modes = record["settings"]["torch_modes"]
+  peak = max(record["matmul_peak_gflops"].values())
+  head = ["train step (32x32x3)", "jvision img/s"]
+  head += [f"PyTorch {m.replace('_', '-')} img/s" for m in modes]
+  head += ["jvision / fastest PyTorch", f"jvision GFLOP/s (of {peak:.0f})"]
+  rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for name, r in record["models"].items():
-    j, t = r["jvision"], r["torch"]
-    value = (
-      f"jvision {j['images_per_sec']:.0f} img/s, PyTorch ({torch_kind}) "
-      f"{t['images_per_sec']:.0f} img/s: ratio "
-      f"{r['ratio_jvision_to_torch']:.2f}"
-    )
-    rows.append(
-      _row(
-        f"{name} train step, batch {r['batch_size']}, jvision vs PyTorch",
-        value,
-        record,
-        f"`benchmarks.compare`: alternating rounds (ABAB), "
-        f"{settings.get('rounds')} rounds, each the median of "
-        f"{settings.get('steps')} steps after warm-up; the round median is "
-        "reported",
-      )
-    )
-  return rows
+    mine = r["jvision"]
+    cells = [
+      f"{STEP_NAMES.get(name, name)}, batch {r['batch_size']}",
+      f"**{mine['images_per_sec']:,.0f}**",
+    ]
+    cells += [f"{r['torch'][m]['images_per_sec']:,.0f}" for m in modes]
+    cells += [
+      f"**{r['ratio_jvision_to_best_torch']:.2f}** ({r['torch_best_mode']})",
+      f"{mine['gflops_per_sec']:.0f} ({100 * mine['fraction_of_peak']:.0f}%)",
+    ]
+    rows.append("| " + " | ".join(cells) + " |")
+  m, settings = record["machine"], record["settings"]
+  v = m["versions"]
+  versions = ", ".join(
+    f"{k} {v[k]}" for k in ("jax", "jaxlib", "flax", "optax") if k in v
+  )
+  rows += [
+    "",
+    f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, "
+    f"{m['backend']} backend); {versions}; PyTorch "
+    f"{settings['torch_version']} with {settings['torch_threads']} threads; "
+    f"XLA_FLAGS `{m['xla_flags'] or '(none)'}`. Method: "
+    "`python -m benchmarks.compare`, alternating rounds (jvision, then each "
+    f"PyTorch mode), {settings['rounds']} rounds, each the median of "
+    f"{settings['steps']} steps after {settings['warmup']} warm-up steps; "
+    "the median round is shown. img/s counts views for SimCLR. FLOP/s use "
+    "the plain network's FLOPs (PyTorch's FlopCounterMode, forward and "
+    "backward) for both sides; the peak is the fastest float32 matmul "
+    "measured (numpy, PyTorch or XLA).",
+  ]
+  return "\n".join(rows)
 
 
 def accuracy_rows(name: str, record: dict) -> list[str]:
@@ -242,8 +269,6 @@ def table() -> str:
       rows += simclr_rows(record)
     elif path.stem == "audit_planted":
       rows += audit_rows(record)
-    elif path.stem == "compare":
-      rows += compare_rows(record)
     elif path.stem == "search":
       rows += search_rows(record)
     elif path.stem == "audit_speed":
@@ -262,18 +287,29 @@ def table() -> str:
   return "\n".join(rows)
 
 
+def _replace(readme: str, start: str, end: str, text: str) -> str:
+  """`readme` with the text between the markers `start`, `end` replaced."""
+  if start not in readme or end not in readme:
+    sys.exit(f"{README} lacks the markers {start} ... {end}")
+  head, rest = readme.split(start, 1)
+  _, tail = rest.split(end, 1)
+  return f"{head}{start}\n{text}\n{end}{tail}"
+
+
 def main(argv):
-  text = table()
+  compare = RESULTS / "compare.json"
+  tables = [(START, END, table())]
+  if compare.exists():
+    record = json.loads(compare.read_text())
+    tables.append((PERF_START, PERF_END, performance_table(record)))
   if "--write" not in argv:
-    print(text)
+    print("\n\n".join(text for _, _, text in tables))
     return
   readme = README.read_text()
-  if START not in readme or END not in readme:
-    sys.exit(f"{README} lacks the markers {START} ... {END}")
-  head, rest = readme.split(START, 1)
-  _, tail = rest.split(END, 1)
-  README.write_text(f"{head}{START}\n{text}\n{END}{tail}")
-  print(f"wrote the results table into {README}")
+  for start, end, text in tables:
+    readme = _replace(readme, start, end, text)
+  README.write_text(readme)
+  print(f"wrote {len(tables)} tables into {README}")
 
 
 if __name__ == "__main__":
