@@ -15,7 +15,10 @@ removes them). The ResNet puts barriers on conv inputs on the CPU backend
 (jvision/models/resnet.py); with them kept, its train step is ~1.25x faster
 (benchmarks/NOTES.md). It applies to every backend, but jvision places
 barriers only on CPU; a user's own `--xla_disable_hlo_passes` replaces it
-(the barriers are then removed again: slower, same values).
+(the barriers are then removed again: slower, same values). Because the
+option reaches every backend, it is added only when no accelerator plugin
+(a `jax_plugins` package such as jax-cuda12-plugin, or libtpu) is
+installed, so GPU and TPU compilation keep XLA's own behaviour.
 
 The defaults are added to `XLA_FLAGS` when `jvision` is imported, unless:
 the user's `XLA_FLAGS` already sets the same option; `JVISION_XLA_DEFAULTS=0`;
@@ -28,16 +31,25 @@ applies them.
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
 
 # option -> value, each checked on the jaxlib versions in CHECKED_JAXLIB.
-CPU_DEFAULTS = {
+CPU_DEFAULTS = {  # options only the CPU backend reads
   "xla_cpu_experimental_ynn_fusion_type": "-individual_convolution",
+}
+CPU_ONLY_MACHINE_DEFAULTS = {  # options every backend reads
   # Keeps the ResNet's optimization barriers (jvision/models/resnet.py)
   # through compilation; the pass only removes barriers.
   "xla_disable_hlo_passes": "cse_barrier_expander",
 }
 CHECKED_JAXLIB = ("0.10.",)  # version prefixes
+ACCELERATOR_MODULES = ("jax_plugins", "libtpu")
+
+
+def _accelerator_installed() -> bool:
+  """Whether a JAX GPU/TPU plugin is importable (found, not imported)."""
+  return any(importlib.util.find_spec(m) for m in ACCELERATOR_MODULES)
 
 
 def _jaxlib_version() -> str | None:
@@ -47,13 +59,19 @@ def _jaxlib_version() -> str | None:
     return None
 
 
-def with_defaults(flags: str, jaxlib_version: str | None) -> str:
-  """`flags` (an XLA_FLAGS value) with the defaults it does not set added."""
+def with_defaults(
+  flags: str, jaxlib_version: str | None, accelerator: bool = False
+) -> str:
+  """`flags` (an XLA_FLAGS value) with the defaults it does not set added;
+  with `accelerator` (a GPU/TPU plugin installed), the CPU-only ones."""
   if jaxlib_version is None or not jaxlib_version.startswith(CHECKED_JAXLIB):
     return flags
+  defaults = dict(CPU_DEFAULTS)
+  if not accelerator:
+    defaults.update(CPU_ONLY_MACHINE_DEFAULTS)
   added = [
     f"--{option}={value}"
-    for option, value in CPU_DEFAULTS.items()
+    for option, value in defaults.items()
     if f"--{option}" not in flags
   ]
   return " ".join([flags.strip(), *added]).strip()
@@ -64,4 +82,6 @@ def apply() -> None:
   if os.environ.get("JVISION_XLA_DEFAULTS", "1") == "0":
     return
   flags = os.environ.get("XLA_FLAGS", "")
-  os.environ["XLA_FLAGS"] = with_defaults(flags, _jaxlib_version())
+  os.environ["XLA_FLAGS"] = with_defaults(
+    flags, _jaxlib_version(), _accelerator_installed()
+  )

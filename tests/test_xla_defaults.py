@@ -30,6 +30,13 @@ def test_defaults_are_added_once_and_never_override():
   assert xla_defaults.with_defaults("", None) == ""
 
 
+def test_a_gpu_or_tpu_machine_gets_only_cpu_backend_options():
+  flags = xla_defaults.with_defaults("", "0.10.2", accelerator=True)
+  assert (
+    flags == "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+  )
+
+
 def test_this_process_runs_with_them():
   assert FLAG in os.environ["XLA_FLAGS"]
 
