@@ -101,8 +101,6 @@ _HEARTBEAT = flags.DEFINE_integer(
   "stops the others.",
 )
 
-COMMANDS = ("train", "eval", "audit", "predict", "export", "search", "demo")
-
 
 def _train(argv):
   from jvision import train
@@ -205,6 +203,18 @@ def _demo(argv):
   demo.run_demo(_WORKDIR.value or "workdirs/demo")
 
 
+HANDLERS = {
+  "train": _train,
+  "eval": _eval,
+  "audit": _audit,
+  "predict": _predict,
+  "export": _export,
+  "search": _search,
+  "demo": _demo,
+}
+COMMANDS = tuple(HANDLERS)
+
+
 def _require_workdir(command: str):
   if not _WORKDIR.value:
     raise app.UsageError(f"{command} needs --workdir=DIR")
@@ -216,16 +226,7 @@ def main(argv):
   command, rest = argv[1], argv[2:]
   if rest:
     raise app.UsageError(f"unexpected arguments: {' '.join(rest)}")
-  handlers = {
-    "train": _train,
-    "eval": _eval,
-    "audit": _audit,
-    "predict": _predict,
-    "export": _export,
-    "search": _search,
-    "demo": _demo,
-  }
-  if command not in handlers:
+  if command not in HANDLERS:
     close = difflib.get_close_matches(command, COMMANDS, n=1)
     hint = f"; did you mean {close[0]}?" if close else ""
     raise app.UsageError(
@@ -241,7 +242,7 @@ def main(argv):
       _PROCESS_ID.value,
       heartbeat_timeout=_HEARTBEAT.value,
     )
-    handlers[command](argv)
+    HANDLERS[command](argv)
   except loop.Preempted as error:
     print(f"jvision {command}: {error}", file=sys.stderr)
     sys.exit(128 + signal.SIGTERM)  # 143, as if SIGTERM had killed it

@@ -82,7 +82,7 @@ def encoder_embeddings(
   size = config.data.image_size or None
   images = decode.convert_arrays(images, image_size=size, channels=channels)
   model = models.create_model(
-    config.model.name, num_classes=0, **eval_workdir.model_kwargs(config)
+    config.model.name, num_classes=0, **models.config_kwargs(config.model)
   )
   variables = {"params": params}
   if stats:

@@ -568,29 +568,11 @@ def _size_facts(detail: dict) -> list[str]:
 
 
 _CSS = """
-:root { --fg: #1f2328; --muted: #656d76; --line: #d8dee4; --panel: #f6f8fa;
-  --accent: #3a6fd8; --warn: #b35900; --warn-bg: #fff5e6; --ok: #1a7f37;
-  --ok-bg: #e9f7ee; --bad: #cf222e; }
-* { box-sizing: border-box; }
-body { margin: 0; color: var(--fg); background: #fff;
-  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica,
-  Arial, sans-serif; }
-main { max-width: 1280px; margin: 0 auto; padding: 24px 32px 64px; }
-h1 { font-size: 28px; margin: 0 0 4px; }
-h2 { font-size: 20px; margin: 32px 0 8px; padding-top: 16px;
-  border-top: 1px solid var(--line); }
-a { color: var(--accent); text-decoration: none; }
-a:hover { text-decoration: underline; }
-code, .path { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas,
-  "Liberation Mono", monospace; font-size: 13px; }
-.path { overflow-wrap: anywhere; font-size: 12px; }
-.muted, tr.zero td { color: var(--muted); }
-.source code { font-size: 15px; overflow-wrap: anywhere; }
-.stats { display: flex; flex-wrap: wrap; gap: 12px; margin: 16px 0; }
-.stat { background: var(--panel); border: 1px solid var(--line);
-  border-radius: 8px; padding: 10px 18px; min-width: 160px; }
-.stat .v { font-size: 26px; font-weight: 600; line-height: 1.2; }
-.stat .k { color: var(--muted); font-size: 13px; }
+.path { font-family: var(--mono); overflow-wrap: anywhere; font-size: 12px; }
+tr.zero td { color: var(--muted); }
+.source code { font-size: 15px; }
+.stats { margin: 16px 0; }
+.stat { min-width: 160px; }
 .stat .sub { font-size: 13px; }
 dl.meta { display: grid; grid-template-columns: max-content 1fr;
   gap: 2px 18px; margin: 0 0 8px; }
@@ -598,13 +580,7 @@ dl.meta dt { color: var(--muted); }
 dl.meta dd { margin: 0; overflow-wrap: anywhere; }
 details.settings { margin: 8px 0; }
 details.settings summary { cursor: pointer; color: var(--accent); }
-table { border-collapse: collapse; font-size: 14px; }
-th, td { text-align: left; padding: 4px 12px; vertical-align: top;
-  border-bottom: 1px solid var(--line); }
-thead th { background: var(--panel); font-weight: 600; }
 tfoot td { font-weight: 600; border-top: 2px solid var(--line); }
-.num { text-align: right; white-space: nowrap;
-  font-variant-numeric: tabular-nums; }
 table.counts td.explain { color: var(--muted); max-width: 640px; }
 nav.toc h2 { border: 0; margin-top: 16px; padding-top: 0; font-size: 16px; }
 nav.toc ul { margin: 0; padding-left: 20px; }
@@ -626,8 +602,6 @@ p.more { font-weight: 600; }
 .grid { display: grid; gap: 12px;
   grid-template-columns: repeat(auto-fill, minmax(168px, 1fr)); }
 .grid.pairs { grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); }
-figure.card { margin: 0; padding: 8px; border: 1px solid var(--line);
-  border-radius: 8px; background: #fff; min-width: 0; }
 .thumb { height: var(--thumb-h, 140px); display: flex; align-items: center;
   justify-content: center; background: var(--panel); border-radius: 4px; }
 .thumb img { display: block; max-width: 100%; height: auto;

@@ -414,16 +414,19 @@ def _image_reader(scanned: scan.Scan):
   return image_of, tree
 
 
+def _encoder_candidates(encoder: str | None, config) -> bool:
+  """Whether near-duplicate candidates also come from --encoder's
+  embeddings (`near_duplicate.use_encoder`, and an encoder given)."""
+  return bool(encoder) and config.near_duplicate.use_encoder
+
+
 def _embeddings(scanned, encoder, config, progress):
   """float32 [N, D] embeddings (zeros where unreadable) and what made them.
 
-  (None, "none") when nothing needs them: label issues disabled and no
-  encoder candidates for near duplicates.
+  (None, "none (label issues disabled)") when nothing needs them: label
+  issues disabled and no encoder candidates for near duplicates.
   """
-  wanted = config.label_issue.enabled or (
-    encoder and config.near_duplicate.use_encoder
-  )
-  if not wanted:
+  if not (config.label_issue.enabled or _encoder_candidates(encoder, config)):
     return None, "none (label issues disabled)"
   ok = scanned.ok
   if encoder:
@@ -488,7 +491,7 @@ def run_audit(
     findings += exact_findings(scanned)
     near, near_facts = near_findings(
       scanned,
-      embeddings if config.near_duplicate.use_encoder else None,
+      embeddings if _encoder_candidates(encoder, config) else None,
       config.near_duplicate,
       progress,
     )

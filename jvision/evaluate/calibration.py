@@ -119,8 +119,7 @@ def expected_calibration_error(
   Returns:
     The ECE in [0, 1].
   """
-  confidence, correct = _confidence_and_correct(probabilities, labels)
-  return ece_from_bins(reliability_bins(confidence, correct, num_bins))
+  return calibration_report(probabilities, labels, num_bins)["ece"]
 
 
 def calibration_report(probabilities, labels, num_bins: int = NUM_BINS) -> dict:

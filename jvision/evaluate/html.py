@@ -2,7 +2,9 @@
 
 `jvision eval`'s report and `jvision audit`'s report are single files: inline
 CSS, images as PNG data URIs, nothing fetched, every string from the data
-escaped. This module holds what both need; each report keeps its own CSS.
+escaped. This module holds what both need: `BASE_CSS` (colours, type,
+tables, headline stat cards) goes on every page, and each report adds the
+CSS of its own parts.
 """
 
 from __future__ import annotations
@@ -21,6 +23,40 @@ from PIL import Image
 THUMB_TARGET = 96
 THUMB_MAX = 128
 
+BASE_CSS = """
+:root { --fg: #1f2328; --muted: #656d76; --line: #d8dee4; --panel: #f6f8fa;
+  --accent: #3a6fd8; --bad: #cf222e; --warn: #b35900; --warn-bg: #fff5e6;
+  --ok: #1a7f37; --ok-bg: #e9f7ee;
+  --mono: ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono",
+  monospace; }
+* { box-sizing: border-box; }
+body { margin: 0; color: var(--fg); background: #fff;
+  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica,
+  Arial, sans-serif; }
+main { max-width: 1280px; margin: 0 auto; padding: 24px 32px 64px; }
+h1 { font-size: 28px; margin: 0 0 4px; }
+h2 { font-size: 20px; margin: 32px 0 8px; padding-top: 16px;
+  border-top: 1px solid var(--line); }
+a { color: var(--accent); text-decoration: none; }
+a:hover { text-decoration: underline; }
+code { font-family: var(--mono); font-size: 13px; overflow-wrap: anywhere; }
+.muted { color: var(--muted); }
+.bad { color: var(--bad); }
+.stats { display: flex; flex-wrap: wrap; gap: 12px; margin: 16px 0 8px; }
+.stat { background: var(--panel); border: 1px solid var(--line);
+  border-radius: 8px; padding: 10px 18px; min-width: 150px; }
+.stat .v { font-size: 26px; font-weight: 600; line-height: 1.2; }
+.stat .k { color: var(--muted); font-size: 13px; }
+table { border-collapse: collapse; font-size: 14px; }
+th, td { text-align: left; padding: 4px 12px; vertical-align: top;
+  border-bottom: 1px solid var(--line); }
+thead th { background: var(--panel); font-weight: 600; }
+.num { text-align: right; white-space: nowrap;
+  font-variant-numeric: tabular-nums; }
+figure.card { margin: 0; padding: 8px; border: 1px solid var(--line);
+  border-radius: 8px; background: #fff; min-width: 0; }
+"""
+
 
 def escape(value) -> str:
   """`value` as escaped HTML text (quotes included, safe in attributes)."""
@@ -28,11 +64,13 @@ def escape(value) -> str:
 
 
 def page(title: str, body: str, css: str) -> str:
-  """A whole HTML document: `body` inside <main>, styled by `css`."""
+  """A whole HTML document: `body` inside <main>, styled by `BASE_CSS` and
+  then `css` (the page's own rules)."""
   return (
     "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
     "<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
-    f"<title>{escape(title)}</title>\n<style>{css}</style>\n</head>\n"
+    f"<title>{escape(title)}</title>\n<style>{BASE_CSS}{css}</style>\n"
+    "</head>\n"
     f"<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
   )
 

@@ -553,35 +553,9 @@ def _map_section(results: EvalResults, names: list[str]) -> str:
 
 
 _CSS = """
-:root { --fg: #1f2328; --muted: #656d76; --line: #d8dee4; --panel: #f6f8fa;
-  --accent: #3a6fd8; --bad: #cf222e; }
-* { box-sizing: border-box; }
-body { margin: 0; color: var(--fg); background: #fff;
-  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica,
-  Arial, sans-serif; }
-main { max-width: 1280px; margin: 0 auto; padding: 24px 32px 64px; }
-h1 { font-size: 28px; margin: 0 0 4px; }
-h2 { font-size: 20px; margin: 28px 0 8px; padding-top: 16px;
-  border-top: 1px solid var(--line); }
-a { color: var(--accent); text-decoration: none; }
-code { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px;
-  overflow-wrap: anywhere; }
-.muted { color: var(--muted); }
-.bad { color: var(--bad); }
-.stats { display: flex; flex-wrap: wrap; gap: 12px; margin: 16px 0 8px; }
-.stat { background: var(--panel); border: 1px solid var(--line);
-  border-radius: 8px; padding: 10px 18px; min-width: 150px; }
-.stat .v { font-size: 26px; font-weight: 600; line-height: 1.2; }
-.stat .k { color: var(--muted); font-size: 13px; }
 nav.toc ul { display: flex; flex-wrap: wrap; gap: 4px 18px; padding: 0;
   margin: 8px 0; list-style: none; }
-table { border-collapse: collapse; font-size: 14px; }
-th, td { text-align: left; padding: 3px 12px; border-bottom: 1px solid
-  var(--line); }
-thead th { background: var(--panel); font-weight: 600; }
 table.kv th { font-weight: normal; color: var(--muted); }
-.num { text-align: right; white-space: nowrap;
-  font-variant-numeric: tabular-nums; }
 .row { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
 .scroll { max-height: 480px; overflow: auto; }
 img.figure { max-width: 100%; height: auto; }
@@ -595,12 +569,10 @@ figure.mini figcaption { font-size: 12px; text-align: center;
   color: var(--muted); }
 .grid { display: grid; gap: 12px;
   grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); }
-figure.card { padding: 8px; border: 1px solid var(--line); border-radius: 8px;
-  min-width: 0; }
 .tbox { display: flex; justify-content: center; background: var(--panel);
   border-radius: 4px; padding: 4px; }
 figure.card figcaption { font-size: 12.5px; line-height: 1.4;
   margin-top: 6px; }
-.id { font-family: ui-monospace, Menlo, monospace; font-size: 11px;
-  color: var(--muted); overflow-wrap: anywhere; }
+.id { font-family: var(--mono); font-size: 11px; color: var(--muted);
+  overflow-wrap: anywhere; }
 """

@@ -22,7 +22,7 @@ from jvision import checkpoint as checkpoint_lib
 from jvision import models, parallel
 from jvision.data import augment
 from jvision.data.from_config import load_split
-from jvision.evaluate import calibration, plots
+from jvision.evaluate import calibration, knn, plots
 from jvision.evaluate import metrics as metrics_lib
 from jvision.evaluate import report as report_lib
 
@@ -42,11 +42,6 @@ def read_record(workdir: str) -> dict:
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The resolved config a run stored in DIR/config.json."""
   return ml_collections.ConfigDict(read_record(workdir)["config"])
-
-
-def model_kwargs(config: ml_collections.ConfigDict) -> dict:
-  """The keyword arguments of `models.create_model` in `config.model`."""
-  return {k: v for k, v in config.model.items() if k != "name"}
 
 
 def load_variables(workdir: str) -> tuple[dict, int]:
@@ -128,7 +123,7 @@ def embed(variables, images, *, config, mesh) -> np.ndarray:
   because ship imports evaluate, not the reverse.
   """
   backbone = models.create_model(
-    config.model.name, num_classes=0, **model_kwargs(config)
+    config.model.name, num_classes=0, **models.config_kwargs(config.model)
   )
   features = predict(
     backbone_variables(variables, config.trainer),
@@ -136,16 +131,15 @@ def embed(variables, images, *, config, mesh) -> np.ndarray:
     model=backbone,
     config=config,
     mesh=mesh,
-  ).astype(np.float32)
-  norm = np.linalg.norm(features, axis=-1, keepdims=True)
-  return features / np.maximum(norm, 1e-12)
+  )
+  return np.asarray(knn.l2_normalize(features), np.float32)
 
 
-def extra_metrics(labels, logits) -> dict:
+def extra_metrics(labels, probabilities) -> dict:
   """ECE, its bins and (for K > 5) top-5 accuracy, for metrics.json."""
-  out = calibration.calibration_report(calibration.softmax(logits), labels)
-  if logits.shape[1] > 5:
-    out["top5_accuracy"] = metrics_lib.top_k_accuracy(labels, logits, 5)
+  out = calibration.calibration_report(probabilities, labels)
+  if probabilities.shape[1] > 5:
+    out["top5_accuracy"] = metrics_lib.top_k_accuracy(labels, probabilities, 5)
   return out
 
 
@@ -167,7 +161,9 @@ def evaluate_workdir(workdir: str, split: str = "test") -> dict:
     )
   dataset = load_split(config, split)
   model = models.create_model(
-    config.model.name, num_classes=dataset.num_classes, **model_kwargs(config)
+    config.model.name,
+    num_classes=dataset.num_classes,
+    **models.config_kwargs(config.model),
   )
   variables, step = load_variables(workdir)
   mesh = parallel.create_mesh()
@@ -178,7 +174,8 @@ def evaluate_workdir(workdir: str, split: str = "test") -> dict:
     dataset.labels, predictions, list(dataset.class_names)
   )
   report.update({"split": split, "step": step, "workdir": workdir})
-  report.update(extra_metrics(dataset.labels, logits))
+  probabilities = calibration.softmax(logits)  # [N, K]
+  report.update(extra_metrics(dataset.labels, probabilities))
   timings = {"load and predict": time.perf_counter() - start}
   out = os.path.join(workdir, "eval")
   os.makedirs(out, exist_ok=True)
@@ -206,7 +203,7 @@ def evaluate_workdir(workdir: str, split: str = "test") -> dict:
   results = report_lib.EvalResults(
     metrics=report,
     labels=np.asarray(dataset.labels),
-    probabilities=calibration.softmax(logits),
+    probabilities=probabilities,
     images=dataset.images,
     ids=dataset.ids,
     map_indices=sample,

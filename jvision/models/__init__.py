@@ -5,8 +5,8 @@ takes normalised float images x [N, H, W, C] and returns logits
 [N, num_classes], or the pre-logits features when `num_classes` is None or
 0. Models record the "pre_logits" intermediate (ResNets also "stage1".."stage4")
 for callers that pass `mutable=["intermediates"]`. Models never read configs:
-a trainer passes the config's `model` section, minus `name`, as keyword
-arguments to `create_model`.
+a trainer passes the config's `model` section, minus `name`
+(`config_kwargs`), as keyword arguments to `create_model`.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ __all__ = [
   "ResNet50",
   "ResNetTiny",
   "SeedCNN",
+  "config_kwargs",
   "count_params",
   "create_model",
   "model_fields",
@@ -83,6 +84,12 @@ def model_fields(name: str) -> list[str]:
   if name not in MODELS:
     raise _unknown_name_error(name)
   return _hyperparameters(MODELS[name])
+
+
+def config_kwargs(model_section) -> dict:
+  """The `create_model` keyword arguments in a config's `model` section:
+  every field but `name`."""
+  return {k: v for k, v in model_section.items() if k != "name"}
 
 
 def create_model(

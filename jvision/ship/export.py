@@ -57,12 +57,7 @@ def export_onnx(
     The summary of `export_classifier`, with the workdir and step added.
   """
   model = ship_model.load(workdir)
-  if model.classifier is None:
-    raise ValueError(
-      f"{workdir} holds {model.trainer} pretraining, which has no "
-      "classifier to export; fine-tune it first (experiments/*_finetune.py)"
-    )
-  variables, module = model.classifier
+  variables, module = model.require_classifier()
   metadata = {
     "workdir": os.path.abspath(workdir),
     "step": str(model.step),

@@ -14,7 +14,6 @@ import functools
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -22,6 +21,7 @@ from jvision import models
 from jvision.audit.embed import map_batched
 from jvision.data import augment, decode
 from jvision.data.from_config import load_split
+from jvision.evaluate import knn
 from jvision.evaluate import workdir as eval_workdir
 
 
@@ -75,15 +75,21 @@ class Model:
       out[i] = decode.convert_array(image, image_size=h, channels=c)
     return out
 
-  def probabilities(
-    self, images: np.ndarray, *, batch_size: int = 256, progress=False
-  ) -> np.ndarray:
-    """Softmax class probabilities of prepared images: float32 [N, K]."""
+  def require_classifier(self) -> tuple:
+    """(variables, module) of the classifier, or ValueError for a run that
+    has none (SimCLR pretraining)."""
     if self.classifier is None:
       raise ValueError(
         f"{self.workdir} holds {self.trainer} pretraining, which has no "
         "classifier; fine-tune it first (experiments/*_finetune.py)"
       )
+    return self.classifier
+
+  def probabilities(
+    self, images: np.ndarray, *, batch_size: int = 256, progress=False
+  ) -> np.ndarray:
+    """Softmax class probabilities of prepared images: float32 [N, K]."""
+    self.require_classifier()
     return map_batched(
       self._probabilities_fn,
       images,
@@ -115,8 +121,7 @@ def _probabilities(variables, module, normalize, images):
 
 def _unit_features(variables, module, normalize, images):
   features = module.apply(variables, normalize(images), train=False)  # [B, D]
-  norm = jnp.linalg.norm(features, axis=-1, keepdims=True)
-  return features / jnp.maximum(norm, 1e-12)
+  return knn.l2_normalize(features)
 
 
 def _classes_and_shape(workdir: str, record: dict, config):
@@ -134,7 +139,7 @@ def load(workdir: str) -> Model:
   config = ml_collections.ConfigDict(record["config"])
   class_names, image_shape = _classes_and_shape(workdir, record, config)
   variables, step = eval_workdir.load_variables(workdir)
-  kwargs = eval_workdir.model_kwargs(config)
+  kwargs = models.config_kwargs(config.model)
   backbone = (
     eval_workdir.backbone_variables(variables, config.trainer),
     models.create_model(config.model.name, num_classes=0, **kwargs),

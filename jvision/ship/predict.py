@@ -237,9 +237,7 @@ def run_predict(
   source = _Source(images)
   try:
     model = ship_model.load(workdir)
-    if model.classifier is None:
-      # Raises the workdir's own error, which says how to fine-tune it.
-      model.probabilities(model.prepare([]))
+    model.require_classifier()
     _check_top_k(top_k, len(model.class_names))
     unreadable, counts = _write_csv(
       model, source, out, top_k=top_k, batch_size=batch_size, progress=progress

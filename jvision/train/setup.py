@@ -127,7 +127,7 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
     train.num_classes,
     mesh.devices.size,
   )
-  model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
+  model_kwargs = models.config_kwargs(config.model)
   model_kwargs["dtype"] = model_dtype(config)
   if config.parallel == "pmap" and "bn_axis_name" in models.model_fields(
     config.model.name

@@ -172,7 +172,7 @@ def build_model(config, num_classes: int, model_kwargs: dict | None = None):
   the `model` section alone.
   """
   if model_kwargs is None:
-    model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
+    model_kwargs = models.config_kwargs(config.model)
   backbone = models.create_model(
     config.model.name, num_classes=0, **model_kwargs
   )
