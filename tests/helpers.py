@@ -1,5 +1,6 @@
 """Helpers shared by tests (importable: pyproject puts tests/ on the path)."""
 
+import io
 import pathlib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -106,3 +107,21 @@ def shifted(image, dy: int, dx: int):
     max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
   ]
   return out
+
+
+def png_bytes(array) -> bytes:
+  """PNG of uint8 [H, W] or [H, W, 3]."""
+  from PIL import Image
+
+  buffer = io.BytesIO()
+  Image.fromarray(array).save(buffer, format="PNG")
+  return buffer.getvalue()
+
+
+def jpeg_bytes(array, quality: int = 95, **kwargs) -> bytes:
+  """JPEG of uint8 [H, W] or [H, W, 3] (Pillow save options in kwargs)."""
+  from PIL import Image
+
+  buffer = io.BytesIO()
+  Image.fromarray(array).save(buffer, format="JPEG", quality=quality, **kwargs)
+  return buffer.getvalue()

@@ -2,7 +2,6 @@
 
 import csv
 import hashlib
-import io
 import json
 import os
 import pathlib
@@ -12,7 +11,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from helpers import REPO, shifted, tiny_config
+from helpers import REPO, jpeg_bytes, png_bytes, shifted, tiny_config
 from PIL import Image, ImageFilter
 
 from jvision.audit import defaults, run
@@ -20,18 +19,6 @@ from jvision.audit.findings import CSV_HEADER, ISSUES, read_issues_csv
 from jvision.data.dataset import DataError
 
 PER_CLASS = {"train": 14, "test": 4}
-
-
-def _png(array: np.ndarray) -> bytes:
-  buffer = io.BytesIO()
-  Image.fromarray(array).save(buffer, "PNG")
-  return buffer.getvalue()
-
-
-def _jpeg(array: np.ndarray) -> bytes:
-  buffer = io.BytesIO()
-  Image.fromarray(array).save(buffer, "JPEG", quality=90)
-  return buffer.getvalue()
 
 
 def _build(root: pathlib.Path, digits, labels) -> dict[str, tuple[str, str]]:
@@ -53,32 +40,43 @@ def _build(root: pathlib.Path, digits, labels) -> dict[str, tuple[str, str]]:
       planted[path] = (issue, related)
 
   for path, image in taken.items():
-    put(path, _png(image))
+    put(path, png_bytes(image))
   a, b, c = (
     taken["train/3/000.png"],
     taken["train/5/001.png"],
     taken["train/7/002.png"],
   )
-  put("train/3/copy_of_000.png", _png(a), "exact_duplicate", "train/3/000.png")
+  put(
+    "train/3/copy_of_000.png",
+    png_bytes(a),
+    "exact_duplicate",
+    "train/3/000.png",
+  )
   put(
     "train/5/shifted.png",
-    _png(shifted(b, 2, -1)),
+    png_bytes(shifted(b, 2, -1)),
     "near_duplicate",
     "train/5/001.png",
   )
-  put("test/7/leaked.png", _png(c), "leakage", "train/7/002.png")
+  put("test/7/leaked.png", png_bytes(c), "leakage", "train/7/002.png")
   # Quality issues on digits that are not in the folder otherwise (a
   # darkened copy of an image that is there is also its near duplicate).
   spare = {d: digits[np.flatnonzero(labels == d)[500]] for d in range(10)}
   dark = (spare[1] * 0.25).astype(np.uint8)
-  put("train/1/dark.png", _png(dark), "dark")
+  put("train/1/dark.png", png_bytes(dark), "dark")
   blurred = Image.fromarray(spare[2]).filter(ImageFilter.GaussianBlur(1.8))
-  put("train/2/blurry.png", _png(np.asarray(blurred)), "blurry")
+  put("train/2/blurry.png", png_bytes(np.asarray(blurred)), "blurry")
   big = Image.fromarray(spare[4]).resize((96, 96))
-  put("train/4/big.png", _png(np.asarray(big)), "odd_size")
+  put("train/4/big.png", png_bytes(np.asarray(big)), "odd_size")
   put("train/6/empty.png", b"", "corrupt")
-  put("train/6/truncated.png", _png(taken["train/6/006.png"])[:60], "corrupt")
-  put("train/8/broken.jpg", _jpeg(taken["train/8/007.png"])[:200], "corrupt")
+  put(
+    "train/6/truncated.png", png_bytes(taken["train/6/006.png"])[:60], "corrupt"
+  )
+  put(
+    "train/8/broken.jpg",
+    jpeg_bytes(taken["train/8/007.png"], quality=90)[:200],
+    "corrupt",
+  )
   put("train/9/text.png", b"<html>not an image</html>", "corrupt")
   return planted
 

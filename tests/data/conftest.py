@@ -4,14 +4,13 @@ Test modules are imported with --import-mode=importlib, so helpers reach
 them as the `imgs` fixture rather than by import.
 """
 
-import io
 import pathlib
 import types
 import zipfile
 
 import numpy as np
 import pytest
-from PIL import Image
+from helpers import jpeg_bytes, png_bytes
 
 
 @pytest.fixture
@@ -20,20 +19,6 @@ def data_cache(tmp_path, monkeypatch) -> pathlib.Path:
   path = tmp_path / "jvision_cache"
   monkeypatch.setenv("JVISION_CACHE", str(path))
   return path
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-  """PNG of uint8 [H, W] or [H, W, 3]."""
-  buffer = io.BytesIO()
-  Image.fromarray(array).save(buffer, format="PNG")
-  return buffer.getvalue()
-
-
-def jpeg_bytes(array: np.ndarray, **kwargs) -> bytes:
-  """JPEG (quality 95) of uint8 [H, W, 3]."""
-  buffer = io.BytesIO()
-  Image.fromarray(array).save(buffer, format="JPEG", quality=95, **kwargs)
-  return buffer.getvalue()
 
 
 def solid(value: int, size: int = 8, channels: int = 3) -> np.ndarray:

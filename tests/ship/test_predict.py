@@ -6,14 +6,13 @@ trained model applied directly to the same arrays.
 """
 
 import csv
-import io
 import pathlib
 import shutil
 import zipfile
 
 import numpy as np
 import pytest
-from PIL import Image
+from helpers import jpeg_bytes, png_bytes
 
 from jvision import data
 from jvision.ship import model as ship_model
@@ -22,18 +21,6 @@ from jvision.ship import predict
 NUM_DIGITS = 20
 BATCH = 8  # Smaller than the folder, so predictions stream in 4 batches.
 BROKEN = ("broken/cut.jpg", "broken/empty.png", "broken/truncated.png")
-
-
-def _png(array: np.ndarray) -> bytes:
-  buffer = io.BytesIO()
-  Image.fromarray(array[..., 0]).save(buffer, format="PNG")
-  return buffer.getvalue()
-
-
-def _jpeg(array: np.ndarray) -> bytes:
-  buffer = io.BytesIO()
-  Image.fromarray(array[..., 0]).save(buffer, format="JPEG", quality=95)
-  return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +36,11 @@ def digits(shared_data) -> dict[str, np.ndarray]:
 def image_dir(tmp_path_factory, digits) -> pathlib.Path:
   """The digits, three broken images and files that are not images."""
   root = tmp_path_factory.mktemp("predict") / "images"
-  files = {name: _png(image) for name, image in digits.items()}
-  png = _png(digits["digits/0/0000.png"])
+  files = {name: png_bytes(image[..., 0]) for name, image in digits.items()}
+  png = png_bytes(digits["digits/0/0000.png"][..., 0])
   files["broken/empty.png"] = b""
   files["broken/truncated.png"] = png[: len(png) // 2]
-  cut = _jpeg(next(iter(digits.values())))
+  cut = jpeg_bytes(next(iter(digits.values()))[..., 0])
   files["broken/cut.jpg"] = cut[: len(cut) // 2]
   files[".hidden.png"] = png  # Hidden: skipped.
   files[".cache/x.png"] = png  # In a hidden folder: skipped.
