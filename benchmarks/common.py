@@ -9,7 +9,9 @@ import pathlib
 import platform
 
 import jax
+import numpy as np
 
+from jvision import parallel
 from jvision.train import workdir
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -47,3 +49,16 @@ def save(name: str, record: dict) -> pathlib.Path:
   with open(path, "w") as f:
     json.dump({**record, "machine": machine()}, f, indent=2)
   return path
+
+
+def device_batch(batch_size: int, image_shape, mesh, num_classes: int = 10):
+  """A seeded random batch for timing a train step, sharded over `mesh`:
+  {"image": uint8 [B, H, W, C], "label": int32 [B]}."""
+  rng = np.random.default_rng(0)
+  return parallel.shard_batch(
+    {
+      "image": rng.integers(0, 256, (batch_size, *image_shape), np.uint8),
+      "label": rng.integers(0, num_classes, (batch_size,), np.int32),
+    },
+    mesh,
+  )

@@ -127,8 +127,9 @@ def jax_step(name: str):
       probe_weight=config.simclr.probe_weight,
     )
   else:
-    kwargs = {k: v for k, v in config.model.items() if k != "name"}
-    model = models.create_model(config.model.name, num_classes=10, **kwargs)
+    model = models.create_model(
+      config.model.name, num_classes=10, **models.config_kwargs(config.model)
+    )
     step = functools.partial(
       supervised.train_step,
       learning_rate_fn=lr_fn,
@@ -139,14 +140,7 @@ def jax_step(name: str):
     config, model, image_shape=IMAGE_SHAPE, learning_rate_fn=lr_fn
   )
   mesh = parallel.create_mesh()
-  rng = np.random.default_rng(0)
-  batch = parallel.shard_batch(
-    {
-      "image": rng.integers(0, 256, (BATCH[name], *IMAGE_SHAPE), np.uint8),
-      "label": rng.integers(0, 10, (BATCH[name],), np.int32),
-    },
-    mesh,
-  )
+  batch = common.device_batch(BATCH[name], IMAGE_SHAPE, mesh)
   holder = {"state": parallel.replicate(state, mesh)}
   p_step = parallel.jit_data_parallel(step, mesh, donate_state=True)
   compiled = p_step.lower(holder["state"], batch).compile()

@@ -215,6 +215,19 @@ def _images(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
   return x.contiguous(memory_format=fmt)
 
 
+def _training_step(opt: torch.optim.Optimizer, loss_fn):
+  """step(*batch) -> loss: zero the gradients, backward, optimizer step."""
+
+  def step(*batch):
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(*batch)
+    loss.backward()
+    opt.step()
+    return loss
+
+  return step
+
+
 def supervised_step(
   name: str,
   *,
@@ -234,14 +247,10 @@ def supervised_step(
     _decay_groups(model, weight_decay), lr=lr, momentum=momentum, foreach=True
   )
 
-  def step(images, labels):
-    opt.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(run(images), labels)
-    loss.backward()
-    opt.step()
-    return loss
+  def loss_fn(images, labels):
+    return F.cross_entropy(run(images), labels)
 
-  return step
+  return _training_step(opt, loss_fn)
 
 
 def simclr_step(
@@ -262,17 +271,13 @@ def simclr_step(
     model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
   )
 
-  def step(view1, view2, labels):
-    opt.zero_grad(set_to_none=True)
+  def loss_fn(view1, view2, labels):
     z, probe_logits = run(torch.cat([view1, view2]))  # [2N, D], [2N, K]
     z1, z2 = z.chunk(2)  # [N, D] each
     probe = F.cross_entropy(probe_logits, torch.cat([labels, labels]))
-    loss = nt_xent(z1, z2, temperature) + probe_weight * probe
-    loss.backward()
-    opt.step()
-    return loss
+    return nt_xent(z1, z2, temperature) + probe_weight * probe
 
-  return step
+  return _training_step(opt, loss_fn)
 
 
 def torch_count(model: nn.Module) -> int:

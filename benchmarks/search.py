@@ -102,8 +102,8 @@ def main(argv):
   model = model_lib.load(workdir)
   index, build_s = fresh_index(workdir, model)
   test = sources.load(SPEC, "test", progress=False)
-  images = [test.images[i] for i in search.sample_queries(len(test), 200, 1)]
-  images = images[: _QUERIES.value]
+  chosen = search.sample_queries(len(test), _QUERIES.value, seed=1)
+  images = [test.images[i] for i in chosen]
   embeddings = [search.embed_images(model, [x])[0] for x in images]
   half = index.embeddings.astype(np.float16)
   latency = {

@@ -20,7 +20,6 @@ import tempfile
 import time
 
 import jax
-import numpy as np
 from absl import app, flags
 
 from benchmarks import common
@@ -77,14 +76,7 @@ def bare_step_times(model_name: str, steps: int) -> list[float]:
   )
   mesh = parallel.create_mesh()
   p_step = parallel.jit_data_parallel(step, mesh, donate_state=True)
-  rng = np.random.default_rng(0)
-  batch = parallel.shard_batch(
-    {
-      "image": rng.integers(0, 256, (BATCH[model_name], 32, 32, 3), np.uint8),
-      "label": rng.integers(0, 10, (BATCH[model_name],), np.int32),
-    },
-    mesh,
-  )
+  batch = common.device_batch(BATCH[model_name], (32, 32, 3), mesh)
   state = parallel.replicate(state, mesh)
   times = []
   for i in range(steps + 3):
