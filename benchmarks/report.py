@@ -198,11 +198,13 @@ def throughput_rows(record: dict) -> list[str]:
   for model, r in record.items():
     if model == "machine":
       continue
-    value = (
-      f"bare step {r['bare_step_images_per_sec']:.0f} img/s, trainer "
-      f"{r['trainer_images_per_sec']:.0f} img/s (overhead "
-      f"{100 * r['trainer_overhead']:.1f}%)"
+    trainer = "; ".join(
+      f"trainer, {feed} feed {t['images_per_sec']:.0f} img/s (overhead "
+      f"{100 * t['overhead']:.1f}%, waiting for data "
+      f"{100 * t['data_wait_fraction']:.1f}%)"
+      for feed, t in r["trainer"].items()
     )
+    value = f"bare step {r['bare_step_images_per_sec']:.0f} img/s; {trainer}"
     rows.append(
       _row(
         f"{model} train step, batch {r['batch_size']}, 32x32x3",

@@ -97,7 +97,11 @@ def test_two_processes_of_four_devices_equal_one_of_eight(
   single = _train(config_file, tmp_path / "one", 8)
   out, err = single.communicate(timeout=600)
   assert single.returncode == 0, err[-3000:]
-  processes = _two_processes(config_file, tmp_path / "two")
+  # The two processes gather their batches on their devices (the single
+  # one feeds from the host): the same batches, so the same parameters.
+  processes = _two_processes(
+    config_file, tmp_path / "two", "--config.data.feed=device"
+  )
   outputs = [p.communicate(timeout=600) for p in processes]
   for p, (_, err) in zip(processes, outputs, strict=True):
     assert p.returncode == 0, err[-3000:]

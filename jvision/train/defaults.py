@@ -44,6 +44,11 @@ def data_config() -> ml_collections.ConfigDict:
       # training split at start and written into DIR/config.json.
       "mean": config_dict.placeholder(tuple),
       "std": config_dict.placeholder(tuple),
+      # How batches reach the devices (jvision/data/feed.py): "host" (a
+      # prefetch thread copies each batch), "device" (the split is kept on
+      # every device and batches are gathered there) or "auto" ("device"
+      # on GPU/TPU when the split fits in a quarter of a device's memory).
+      "feed": "auto",
     }
   )
 

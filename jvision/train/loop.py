@@ -10,6 +10,11 @@ failure handling behave the same for every trainer:
     every eval_every_steps:       evaluate(state)    -> metrics.jsonl, TB
     every checkpoint_every_steps: Orbax save (async)
 
+Batches come through `config.data.feed` (jvision/data/feed.py): from the
+host through a prefetch thread, or gathered on the devices from a resident
+copy of the split; the logged `data_wait_fraction` is the share of the
+interval the loop spent waiting for them.
+
 Metrics stay on device between log steps, so the host never waits on the
 accelerator except when it logs or saves.
 
@@ -34,7 +39,7 @@ import tqdm
 from absl import logging
 
 from jvision import checkpoint as checkpoint_lib
-from jvision import parallel
+from jvision.data import feed as feed_lib
 from jvision.data import pipeline
 from jvision.train import metric_writer
 
@@ -109,20 +114,24 @@ def data_position(step: int, config, num_examples: int) -> dict:
   }
 
 
-def _batches(task: Task, config, mesh, start: int, stop: int):
-  def generate():
-    for step in range(start, stop):
-      local = pipeline.train_batch(
-        task.train_arrays,
-        step,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-      )
-      yield step, parallel.shard_batch(local, mesh)
+def resolve_feed(config, arrays: dict, mesh) -> str:
+  """`config.data.feed` for this run and machine: "host" or "device"."""
+  return feed_lib.choose_feed(
+    config.data.feed,
+    nbytes=feed_lib.split_bytes(arrays),
+    memory_bytes=feed_lib.device_memory_bytes(mesh.local_devices),
+    backend=jax.default_backend(),
+  )
 
-  return pipeline.prefetch(generate())
+
+def _timed(iterator):
+  """Yields (seconds spent waiting for the item, item) for each item."""
+  while True:
+    start = time.perf_counter()
+    item = next(iterator, _timed)
+    if item is _timed:
+      return
+    yield time.perf_counter() - start, item
 
 
 def _mean_metrics(buffered: list[dict], first: int, last: int) -> dict:
@@ -159,6 +168,23 @@ def run(
   state, buffered, last = task.state, [], {"train": {}, "eval": {}}
   interval_start, interval_step = time.perf_counter(), start_step
   paused = 0.0  # seconds spent in evaluation during the current interval
+  waited = 0.0  # seconds spent waiting for batches during the interval
+  feed = resolve_feed(config, task.train_arrays, mesh)
+  logging.info(
+    "data feed: %s (config.data.feed=%r, split %.1f MB)",
+    feed,
+    config.data.feed,
+    feed_lib.split_bytes(task.train_arrays) / 1e6,
+  )
+  batches = feed_lib.train_batches(
+    task.train_arrays,
+    mesh,
+    feed=feed,
+    start=start_step,
+    stop=total,
+    batch_size=config.batch_size,
+    seed=config.seed,
+  )
   bar = tqdm.tqdm(
     total=total,
     initial=start_step,
@@ -170,7 +196,8 @@ def run(
   stack = contextlib.ExitStack()
   terminated = stack.enter_context(sigterm_flag())
   try:
-    for step, batch in _batches(task, config, mesh, start_step, total):
+    for wait, (step, batch) in _timed(batches):
+      waited += wait
       state, metrics = task.train_step(state, batch)
       buffered.append(metrics)
       done = step + 1
@@ -181,12 +208,16 @@ def run(
         seconds = time.perf_counter() - interval_start - paused
         images = (done - interval_step) * config.batch_size
         means["images_per_sec"] = images * task.images_per_example / seconds
+        # Time the loop stood waiting for the next batch: the accelerator
+        # starves when this is above 0 (the input path is the bottleneck).
+        means["data_wait_fraction"] = min(1.0, waited / seconds)
         writer.write(done, "train", means)
         bar.set_postfix(
           loss=f"{means['loss']:.4f}", img_s=f"{means['images_per_sec']:.0f}"
         )
         last["train"], buffered = means, []
-        interval_start, interval_step, paused = time.perf_counter(), done, 0.0
+        interval_start, interval_step = time.perf_counter(), done
+        paused, waited = 0.0, 0.0
       if task.evaluate is not None and _every(
         done, config.eval_every_steps, total
       ):

@@ -30,6 +30,7 @@ RESUMABLE_CHANGES = frozenset(
     "progress_bar",
     "async_checkpointing",
     "eval_batch_size",
+    "data.feed",  # the same batches either way (jvision/data/feed.py)
   }
 )
 
@@ -96,6 +97,7 @@ ADDED_KEYS = {
   "grad_accum_steps": 1,
   "dtype": "float32",
   "data.manifest": None,
+  "data.feed": "host",
 }
 
 

@@ -24,9 +24,14 @@ def test_smoke_run_leaves_a_complete_workdir(trained_workdir):
   assert [r["step"] for r in train] == [2, 3, 4, 6]  # log every 2 + saves
   assert [r["step"] for r in test] == [3, 6]
   assert all(np.isfinite(r["loss"]) for r in records)
-  assert {"loss", "accuracy", "learning_rate", "images_per_sec"} <= set(
-    train[0]
-  )
+  assert {
+    "loss",
+    "accuracy",
+    "learning_rate",
+    "images_per_sec",
+    "data_wait_fraction",
+  } <= set(train[0])
+  assert all(0.0 <= r["data_wait_fraction"] <= 1.0 for r in train)
   ckpt = checkpoint.Checkpointer(str(trained_workdir / "checkpoints"))
   assert ckpt.all_steps() == [3, 6]
   assert any((trained_workdir / "tensorboard").iterdir())
@@ -141,3 +146,11 @@ def test_unknown_dtype_is_an_error(tmp_path):
     supervised.train_and_evaluate(
       tiny_config(dtype="float16"), str(tmp_path / "bad")
     )
+
+
+def test_unknown_data_feed_is_an_error_before_anything_is_written(tmp_path):
+  with pytest.raises(ValueError, match="config.data.feed='gpu'; use one of"):
+    supervised.train_and_evaluate(
+      tiny_config(**{"data.feed": "gpu"}), str(tmp_path / "bad")
+    )
+  assert not (tmp_path / "bad").exists()

@@ -20,3 +20,13 @@ def test_differences_name_nested_keys():
   assert workdir.config_differences(old, new) == [
     "optimizer.learning_rate: 0.1 -> 0.3"
   ]
+
+
+def test_the_data_feed_may_change_on_resume():
+  old = defaults.supervised_config().to_dict()
+  new = defaults.supervised_config().to_dict()
+  new["data"]["feed"] = "device"
+  assert workdir.config_differences(old, new) == [
+    "data.feed: 'auto' -> 'device'"
+  ]
+  assert "data.feed" in workdir.RESUMABLE_CHANGES

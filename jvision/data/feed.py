@@ -1,0 +1,199 @@
+"""How training batches reach the devices: from the host, or gathered on
+the devices from a device-resident copy of the split.
+
+`config.data.feed` says how the training loop gets each step's batch:
+
+  host    (the host path) a background thread gathers the batch's images
+          from the split in host memory and copies them to the devices.
+  device  the split is copied once to every device; each step the host
+          sends only the batch's indices (int32 [B], sharded like the
+          batch) and the devices gather the images themselves, so an
+          accelerator never waits for a host-side gather or copy of images.
+  auto    (default) "device" on accelerators (GPU, TPU) when the split
+          takes at most `MAX_DEVICE_FRACTION` of the smallest local
+          device's memory, else "host". On the CPU backend the devices
+          share the host's memory, there is no copy to save, and a second
+          copy of the split would only cost memory, so it stays "host".
+
+Both feeds read the batches of `pipeline.batch_indices`, so a device-fed
+run sees exactly the examples, in the order, that a host-fed one does, and
+resumes at the same position. Augmentation happens inside the train step
+either way (on device).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from jvision import parallel
+from jvision.data import pipeline
+
+FEEDS = ("auto", "host", "device")
+# "auto" keeps a split on the devices when it takes at most this fraction
+# of a device's memory (the rest is for the model, its activations and the
+# optimizer).
+MAX_DEVICE_FRACTION = 0.25
+ACCELERATORS = ("gpu", "tpu")
+
+
+def split_bytes(arrays: dict[str, np.ndarray]) -> int:
+  """Bytes one copy of the split takes (all arrays, e.g. images + labels)."""
+  return sum(int(np.asarray(a).nbytes) for a in arrays.values())
+
+
+def device_memory_bytes(devices) -> int | None:
+  """The smallest memory limit among `devices` in bytes, or None when a
+  device does not report one (the CPU backend)."""
+  limits = []
+  for device in devices:
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if not stats or "bytes_limit" not in stats:
+      return None
+    limits.append(int(stats["bytes_limit"]))
+  return min(limits) if limits else None
+
+
+def _gib(num_bytes: int) -> str:
+  return f"{num_bytes / 2**30:.2f} GiB"
+
+
+def check_setting(feed: str) -> None:
+  """Raises unless `feed` (config.data.feed) is one of FEEDS."""
+  if feed not in FEEDS:
+    raise ValueError(
+      f"config.data.feed={feed!r}; use one of {', '.join(map(repr, FEEDS))}"
+    )
+
+
+def choose_feed(
+  feed: str, *, nbytes: int, memory_bytes: int | None, backend: str
+) -> str:
+  """Resolves `config.data.feed` to "host" or "device".
+
+  Args:
+    feed: "auto", "host" or "device" (config.data.feed).
+    nbytes: bytes of one copy of the training split.
+    memory_bytes: the smallest local device's memory, None if unknown.
+    backend: jax.default_backend(), e.g. "cpu" or "gpu".
+
+  Raises:
+    ValueError: `feed` is not one of FEEDS, or "device" was asked for and
+      the split does not fit in the device's memory.
+  """
+  check_setting(feed)
+  if feed == "device":
+    if memory_bytes is not None and nbytes > memory_bytes:
+      raise ValueError(
+        f"config.data.feed='device': the training split takes "
+        f"{_gib(nbytes)} and each device has {_gib(memory_bytes)}; use "
+        "config.data.feed='host' (or 'auto')"
+      )
+    return "device"
+  if feed == "host" or backend not in ACCELERATORS or memory_bytes is None:
+    return "host"
+  fits = nbytes <= MAX_DEVICE_FRACTION * memory_bytes
+  return "device" if fits else "host"
+
+
+def place(arrays: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """One full copy of every array on each device of `mesh` (replicated).
+
+  Every process passes the same arrays (each loads the whole split)."""
+  return {key: parallel.replicate(value, mesh) for key, value in arrays.items()}
+
+
+def make_gather(mesh: Mesh):
+  """A compiled `(resident, indices) -> batch`: rows `indices` (int32 [B],
+  data-sharded) of each resident array, data-sharded like a host batch.
+
+  Each device gathers its own rows from its own copy: no communication."""
+  return jax.jit(
+    lambda resident, indices: {k: v[indices] for k, v in resident.items()},
+    in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
+    out_shardings=parallel.data_sharded(mesh),
+  )
+
+
+def step_indices(
+  step: int, *, num_examples: int, batch_size: int, seed: int
+) -> np.ndarray:
+  """This process's part of global batch `step`'s indices: int32 [B / P]."""
+  indices = pipeline.batch_indices(
+    step, batch_size=batch_size, num_examples=num_examples, seed=seed
+  )
+  return pipeline.process_slice(
+    indices,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  ).astype(np.int32)
+
+
+def host_batches(
+  arrays: dict[str, np.ndarray],
+  mesh: Mesh,
+  *,
+  start: int,
+  stop: int,
+  batch_size: int,
+  seed: int,
+) -> Iterator[tuple[int, dict]]:
+  """(step, global batch) for steps [start, stop), gathered on the host in
+  a background thread and copied to the devices."""
+
+  def generate():
+    for step in range(start, stop):
+      local = pipeline.train_batch(
+        arrays,
+        step,
+        batch_size=batch_size,
+        seed=seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+      )
+      yield step, parallel.shard_batch(local, mesh)
+
+  return pipeline.prefetch(generate())
+
+
+def device_batches(
+  arrays: dict[str, np.ndarray],
+  mesh: Mesh,
+  *,
+  start: int,
+  stop: int,
+  batch_size: int,
+  seed: int,
+) -> Iterator[tuple[int, dict]]:
+  """(step, global batch) for steps [start, stop), gathered on the devices
+  from a resident copy of `arrays` placed when the iteration starts."""
+  resident = place(arrays, mesh)
+  gather = make_gather(mesh)
+  num_examples = len(next(iter(arrays.values())))
+  for step in range(start, stop):
+    local = step_indices(
+      step, num_examples=num_examples, batch_size=batch_size, seed=seed
+    )
+    indices = parallel.shard_batch({"index": local}, mesh)["index"]
+    yield step, gather(resident, indices)
+
+
+def train_batches(
+  arrays: dict[str, np.ndarray],
+  mesh: Mesh,
+  *,
+  feed: str,
+  start: int,
+  stop: int,
+  batch_size: int,
+  seed: int,
+) -> Iterator[tuple[int, dict]]:
+  """The loop's batches for steps [start, stop) through `feed` ("host" or
+  "device", as resolved by `choose_feed`)."""
+  batches = {"host": host_batches, "device": device_batches}[feed]
+  return batches(
+    arrays, mesh, start=start, stop=stop, batch_size=batch_size, seed=seed
+  )
