@@ -2,7 +2,7 @@
 
     python -m benchmarks.compare [--rounds=3] [--steps=10]
         [--models=cnn,resnet18,simclr] [--torch_modes=eager,channels_last,
-        compiled]
+        compiled] [--dtype=float32|bfloat16] [--batch_multiplier=1]
 
 For each model, the jitted jvision step and the PyTorch step of
 benchmarks.reference_torch in each of `--torch_modes` run alternately
@@ -10,10 +10,18 @@ benchmarks.reference_torch in each of `--torch_modes` run alternately
 modes: "eager" (NCHW tensors), "channels_last" (eager, channels-last
 memory format) and "compiled" (torch.compile of the channels-last model).
 A measurement is `--warmup` untimed steps, then the median of `--steps`
-timed steps (block_until_ready on the JAX side), as images/s. Reported per
-model: the median over rounds of each, the ratio jvision / PyTorch for each
-mode and against the fastest mode, the achieved FLOP/s of each and its
-fraction of the machine's float32 matmul peak.
+timed steps (block_until_ready on the JAX side, cuda.synchronize on a GPU's
+torch side), as images/s. Reported per model: the median over rounds of
+each, the ratio jvision / PyTorch for each mode and against the fastest
+mode, the achieved FLOP/s of each and its fraction of the machine's matmul
+peak (on a GPU in bfloat16: the model FLOP utilisation, MFU, against the
+measured peak).
+
+Both sides run where JAX runs: on a GPU backend PyTorch runs on CUDA (it
+must see the GPU). `--dtype=bfloat16` computes jvision's model in bfloat16
+(config.dtype) and runs PyTorch's forward under torch.autocast(bfloat16);
+parameters, optimizer state and losses stay float32 on both.
+`--batch_multiplier` scales every batch (a GPU needs larger ones).
 
 The same work on both sides: forward + backward + optimizer update on one
 resident batch of 32x32x3 images; seed CNN batch 256, ResNet-18 (CIFAR stem)
@@ -33,10 +41,12 @@ matrix products, forward and backward; no input gradient for the images).
 XLA's own count of the compiled jvision step is recorded beside it
 (`xla_flops_per_step`); it counts the work as jvision's kernels do it (the
 seed CNN's fused conv-pool computes zero taps, ResNet's count is ~1.7x).
-The peak is the fastest float32 square matmul found, median of 5 each, in
-GFLOP/s, over numpy, torch and XLA (jax.jit) and the sides in
-`--matmul_sizes` (on the Zen 5 VM XLA's reaches ~360, OpenBLAS's ~220).
-Results: benchmarks/results/compare.json.
+The peak is the fastest square matmul in `--dtype` found, median of 5 each,
+in GFLOP/s, over torch, XLA (jax.jit) and, on the CPU in float32, numpy,
+and the sides in `--matmul_sizes` (on the Zen 5 VM XLA's reaches ~360-430,
+OpenBLAS's ~220).
+Results: benchmarks/results/compare.json for the default CPU float32 run,
+else compare_<backend>_<dtype>[_x<multiplier>].json (`results_name`).
 """
 
 from __future__ import annotations
@@ -54,7 +64,7 @@ from torch.utils import flop_counter
 from benchmarks import common, reference_torch
 from jvision import logging_setup, models, optim, parallel
 from jvision.data import augment
-from jvision.train import defaults, simclr, supervised
+from jvision.train import defaults, setup, simclr, supervised
 
 _MODELS = flags.DEFINE_list(
   "models", ["cnn", "resnet18", "simclr"], "Models to compare."
@@ -66,6 +76,16 @@ _TORCH_MODES = flags.DEFINE_list(
   "torch_modes",
   ["eager", "channels_last", "compiled"],
   "PyTorch variants to measure (see the module doc).",
+)
+_DTYPE = flags.DEFINE_enum(
+  "dtype",
+  "float32",
+  ["float32", "bfloat16"],
+  "Computation dtype: jvision's config.dtype, torch.autocast on the torch "
+  "side; parameters stay float32 on both.",
+)
+_BATCH_MULTIPLIER = flags.DEFINE_integer(
+  "batch_multiplier", 1, "Multiplies every model's batch (e.g. 4 on a GPU)."
 )
 _MATMUL_SIZES = flags.DEFINE_list(
   "matmul_sizes",
@@ -82,6 +102,36 @@ TORCH_MODES = {  # mode -> torch_step keyword arguments
   "compiled": dict(compile=True, channels_last=True),
 }
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+TORCH_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}  # autocast
+
+
+def batch_size(name: str) -> int:
+  """The batch of `name` (BATCH) times --batch_multiplier."""
+  return BATCH[name] * _BATCH_MULTIPLIER.value
+
+
+def torch_device() -> str:
+  """ "cuda" when JAX runs on a GPU (PyTorch must see one too), else "cpu"."""
+  if jax.default_backend() != "gpu":
+    return "cpu"
+  if not torch.cuda.is_available():
+    raise RuntimeError(
+      "JAX runs on a GPU but PyTorch sees none: install a CUDA build of "
+      "torch to compare on the GPU"
+    )
+  return "cuda"
+
+
+def _synchronized(run, device: str):
+  """`run`, then wait for the GPU's queued work when `device` is "cuda"."""
+  if device != "cuda":
+    return run
+
+  def synced():
+    run()
+    torch.cuda.synchronize()
+
+  return synced
 
 
 def jax_config(name: str):
@@ -93,7 +143,8 @@ def jax_config(name: str):
   config.model.name = "cnn" if name == "cnn" else "resnet18"
   if name != "cnn":
     config.model.stem = "cifar"  # 32x32 inputs
-  config.batch_size = BATCH[name]
+  config.batch_size = batch_size(name)
+  config.dtype = _DTYPE.value
   return config
 
 
@@ -117,8 +168,14 @@ def jax_step(name: str):
     num_train_steps=config.num_train_steps,
     warmup_steps=config.optimizer.warmup_steps,
   )
+  model_kwargs = {
+    **models.config_kwargs(config.model),
+    "dtype": setup.model_dtype(config),
+  }
   if name == "simclr":
-    model = simclr.build_model(config, num_classes=10)
+    model = simclr.build_model(
+      config, num_classes=10, model_kwargs=model_kwargs
+    )
     step = functools.partial(
       simclr.train_step,
       learning_rate_fn=lr_fn,
@@ -128,7 +185,7 @@ def jax_step(name: str):
     )
   else:
     model = models.create_model(
-      config.model.name, num_classes=10, **models.config_kwargs(config.model)
+      config.model.name, num_classes=10, **model_kwargs
     )
     step = functools.partial(
       supervised.train_step,
@@ -140,7 +197,7 @@ def jax_step(name: str):
     config, model, image_shape=IMAGE_SHAPE, learning_rate_fn=lr_fn
   )
   mesh = parallel.create_mesh()
-  batch = common.device_batch(BATCH[name], IMAGE_SHAPE, mesh)
+  batch = common.device_batch(batch_size(name), IMAGE_SHAPE, mesh)
   holder = {"state": parallel.replicate(state, mesh)}
   p_step = parallel.jit_data_parallel(step, mesh, donate_state=True)
   compiled = p_step.lower(holder["state"], batch).compile()
@@ -170,15 +227,18 @@ def torch_step(name: str, *, compile: bool, channels_last: bool):
     weight_decay=opt.weight_decay,
     channels_last=channels_last,
     compile=compile,
+    device=torch_device(),
+    autocast=TORCH_DTYPES[_DTYPE.value],
   )
   gen = torch.Generator().manual_seed(0)
-  shape = (BATCH[name], *IMAGE_SHAPE)
+  shape = (batch_size(name), *IMAGE_SHAPE)
 
   def images():
-    x = torch.randn(shape, generator=gen)  # [N, H, W, C]
+    x = torch.randn(shape, generator=gen).to(kw["device"])  # [N, H, W, C]
     return reference_torch._images(x, channels_last)  # [N, C, H, W]
 
-  labels = torch.randint(0, 10, (BATCH[name],), generator=gen)
+  labels = torch.randint(0, 10, (batch_size(name),), generator=gen)
+  labels = labels.to(kw["device"])
   if name == "simclr":
     step = reference_torch.simclr_step(
       temperature=config.simclr.temperature,
@@ -186,10 +246,10 @@ def torch_step(name: str, *, compile: bool, channels_last: bool):
       **kw,
     )
     view1, view2 = images(), images()
-    return lambda: step(view1, view2, labels)
+    return _synchronized(lambda: step(view1, view2, labels), kw["device"])
   step = reference_torch.supervised_step(name, **kw)
   x = images()
-  return lambda: step(x, labels)
+  return _synchronized(lambda: step(x, labels), kw["device"])
 
 
 def model_flops(name: str) -> int:
@@ -213,23 +273,29 @@ def step_seconds(run, steps: int, warmup: int) -> list[float]:
   return times
 
 
-def _matmuls(n: int) -> dict:
-  """{library: run one [n, n] @ [n, n] float32 matmul and wait for it}."""
+def _matmuls(n: int, dtype: str) -> dict:
+  """{library: run one [n, n] @ [n, n] matmul in `dtype` and wait for it}.
+
+  numpy (float32 only) joins on the CPU alone, where it is the device."""
   a = np.random.default_rng(0).standard_normal((n, n), np.float32)
-  ta, ja = torch.from_numpy(a), jax.device_put(a)
+  device = torch_device()
+  ta = torch.from_numpy(a).to(device, getattr(torch, dtype))
+  ja = jax.device_put(a.astype(jax.numpy.dtype(dtype)))
   xla_matmul = jax.jit(lambda x: x @ x)
-  return {
-    "numpy": lambda: a @ a,
-    "torch": lambda: ta @ ta,
+  runs = {
+    "torch": _synchronized(lambda: ta @ ta, device),
     "xla": lambda: xla_matmul(ja).block_until_ready(),
   }
+  if device == "cpu" and dtype == "float32":
+    runs["numpy"] = lambda: a @ a
+  return runs
 
 
-def matmul_peak_gflops(sizes: list[int]) -> dict[str, float]:
+def matmul_peak_gflops(sizes: list[int], dtype: str) -> dict[str, float]:
   """{"numpy" | "torch" | "xla": best median-of-5 GFLOP/s over `sizes`}."""
   rates = {}
   for n in sizes:
-    for lib, fn in _matmuls(n).items():
+    for lib, fn in _matmuls(n, dtype).items():
       fn()  # warm-up (and compilation)
       rate = 2 * n**3 / statistics.median(step_seconds(fn, 5, 0)) / 1e9
       rates[lib] = max(rate, rates.get(lib, 0.0))
@@ -250,7 +316,7 @@ def _rate_record(values: list[float], flops: float, images: int, peak):
 
 def compare(name: str, modes: list[str], rounds: int, steps: int, peak):
   """ABAB rounds of jvision and each PyTorch mode for `name`: the record."""
-  images = BATCH[name] * VIEWS[name]
+  images = batch_size(name) * VIEWS[name]
   flops = model_flops(name)
   jax_run, xla_flops = jax_step(name)
   runs = {"jvision": jax_run}
@@ -272,7 +338,7 @@ def compare(name: str, modes: list[str], rounds: int, steps: int, peak):
   }
   best = min(modes, key=ratios.get)
   return {
-    "batch_size": BATCH[name],
+    "batch_size": batch_size(name),
     "images_per_step": images,
     "flops_per_step": flops,
     "xla_flops_per_step": xla_flops,
@@ -282,6 +348,17 @@ def compare(name: str, modes: list[str], rounds: int, steps: int, peak):
     "torch_best_mode": best,
     "ratio_jvision_to_best_torch": ratios[best],
   }
+
+
+def results_name() -> str:
+  """ "compare" for the default CPU float32 run (the README's first table),
+  else e.g. "compare_gpu_bfloat16_x4", so no run replaces another kind."""
+  backend, dtype = jax.default_backend(), _DTYPE.value
+  multiplier = _BATCH_MULTIPLIER.value
+  if (backend, dtype, multiplier) == ("cpu", "float32", 1):
+    return "compare"
+  suffix = f"_x{multiplier}" if multiplier != 1 else ""
+  return f"compare_{backend}_{dtype}{suffix}"
 
 
 def _line(name: str, record: dict) -> str:
@@ -305,7 +382,8 @@ def main(argv):
   unknown = sorted(set(_MODELS.value) - set(BATCH))
   if unknown:
     raise ValueError(f"Unknown models {unknown}; choose from {sorted(BATCH)}")
-  peaks = matmul_peak_gflops([int(n) for n in _MATMUL_SIZES.value])
+  sizes = [int(n) for n in _MATMUL_SIZES.value]
+  peaks = matmul_peak_gflops(sizes, _DTYPE.value)
   peak = max(peaks.values())
   counts = reference_torch.param_counts()  # asserts jvision == torch
   print(f"matmul peak {peak:.0f} GFLOP/s {peaks}; parameters {counts}")
@@ -318,6 +396,10 @@ def main(argv):
       "steps": _STEPS.value,
       "warmup": _WARMUP.value,
       "torch_modes": _TORCH_MODES.value,
+      "dtype": _DTYPE.value,
+      "batch_multiplier": _BATCH_MULTIPLIER.value,
+      "jax_device": jax.devices()[0].device_kind,
+      "torch_device": torch_device(),
       "torch_threads": torch.get_num_threads(),
       "torch_version": torch.__version__,
     },
@@ -338,7 +420,7 @@ def main(argv):
     fractions += [r["fraction_of_peak"] for r in result["torch"].values()]
     if max(fractions) > 1:
       print(f"  {name}: above the matmul peak: was the machine contended?")
-  print("saved", common.save("compare", record))
+  print("saved", common.save(results_name(), record))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ online linear probe on detached features). Parameter counts equal jvision's
 classes); initialisation follows torchvision's, since only the work is
 compared, not training curves.
 
-A step is forward + backward + optimizer update on one float32 batch:
+A step is forward + backward + optimizer update on one float32 batch
+(the forward optionally under `torch.autocast`, e.g. to bfloat16, on the
+device given, "cpu" or "cuda"):
 softmax cross-entropy and SGD (momentum, L2 on >= 2-D parameters, as
 jvision's "sgd") for the supervised models; NT-Xent (temperature 0.5) on two
 views plus the probe's cross-entropy and LARS (optax.lars's order: L2,
@@ -200,8 +202,9 @@ def _decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
   ]
 
 
-def _prepare(model, *, channels_last: bool, compile: bool):
-  """(the module to train, the callable to run it with)."""
+def _prepare(model, *, channels_last: bool, compile: bool, device: str):
+  """(the module to train, the callable to run it with), on `device`."""
+  model = model.to(device)
   if channels_last:
     model = model.to(memory_format=torch.channels_last)
   model.train()
@@ -215,12 +218,19 @@ def _images(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
   return x.contiguous(memory_format=fmt)
 
 
-def _training_step(opt: torch.optim.Optimizer, loss_fn):
-  """step(*batch) -> loss: zero the gradients, backward, optimizer step."""
+def _training_step(
+  opt: torch.optim.Optimizer, loss_fn, *, device: str, autocast
+):
+  """step(*batch) -> loss: zero the gradients, forward (under autocast to
+  `autocast`, a torch dtype, when it is not None), backward, optimizer
+  step."""
 
   def step(*batch):
     opt.zero_grad(set_to_none=True)
-    loss = loss_fn(*batch)
+    with torch.autocast(
+      device, dtype=autocast or torch.bfloat16, enabled=autocast is not None
+    ):
+      loss = loss_fn(*batch)
     loss.backward()
     opt.step()
     return loss
@@ -236,12 +246,15 @@ def supervised_step(
   weight_decay: float,
   channels_last: bool = False,
   compile: bool = False,
+  device: str = "cpu",
+  autocast: torch.dtype | None = None,
 ):
   """step(images [N, C, H, W], labels [N]) -> loss, for "cnn" | "resnet18"."""
   model, run = _prepare(
     {"cnn": SeedCNN, "resnet18": ResNet18}[name](),
     channels_last=channels_last,
     compile=compile,
+    device=device,
   )
   opt = torch.optim.SGD(
     _decay_groups(model, weight_decay), lr=lr, momentum=momentum, foreach=True
@@ -250,7 +263,7 @@ def supervised_step(
   def loss_fn(images, labels):
     return F.cross_entropy(run(images), labels)
 
-  return _training_step(opt, loss_fn)
+  return _training_step(opt, loss_fn, device=device, autocast=autocast)
 
 
 def simclr_step(
@@ -262,10 +275,12 @@ def simclr_step(
   probe_weight: float,
   channels_last: bool = False,
   compile: bool = False,
+  device: str = "cpu",
+  autocast: torch.dtype | None = None,
 ):
   """step(view1, view2 [N, C, H, W], labels [N]) -> loss (NT-Xent + probe)."""
   model, run = _prepare(
-    SimCLRNet(), channels_last=channels_last, compile=compile
+    SimCLRNet(), channels_last=channels_last, compile=compile, device=device
   )
   opt = LARS(
     model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
@@ -277,7 +292,7 @@ def simclr_step(
     probe = F.cross_entropy(probe_logits, torch.cat([labels, labels]))
     return nt_xent(z1, z2, temperature) + probe_weight * probe
 
-  return _training_step(opt, loss_fn)
+  return _training_step(opt, loss_fn, device=device, autocast=autocast)
 
 
 def torch_count(model: nn.Module) -> int:

@@ -154,14 +154,19 @@ def performance_table(record: dict) -> str:
     ]
     rows.append("| " + " | ".join(cells) + " |")
   m, settings = record["machine"], record["settings"]
+  dtype = settings.get("dtype", "float32")
+  where = (
+    f"{m['cpu']} ({m['cores']} cores, {m['backend']} backend)"
+    if m["backend"] == "cpu"
+    else f"{settings['jax_device']} ({m['backend']} backend; host {m['cpu']})"
+  )
   v = m["versions"]
   versions = ", ".join(
     f"{k} {v[k]}" for k in ("jax", "jaxlib", "flax", "optax") if k in v
   )
   rows += [
     "",
-    f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, "
-    f"{m['backend']} backend); {versions}; PyTorch "
+    f"Measured {m['date']} on {where}, {dtype}; {versions}; PyTorch "
     f"{settings['torch_version']} with {settings['torch_threads']} threads; "
     f"XLA_FLAGS `{m['xla_flags'] or '(none)'}`. Method: "
     "`python -m benchmarks.compare`, alternating rounds (jvision, then each "
@@ -169,8 +174,8 @@ def performance_table(record: dict) -> str:
     f"{settings['steps']} steps after {settings['warmup']} warm-up steps; "
     "the median round is shown. img/s counts views for SimCLR. FLOP/s use "
     "the plain network's FLOPs (PyTorch's FlopCounterMode, forward and "
-    "backward) for both sides; the peak is the fastest float32 matmul "
-    "measured (numpy, PyTorch or XLA).",
+    "backward) for both sides; the peak is the fastest "
+    f"{dtype} matmul measured (numpy, PyTorch or XLA).",
   ]
   return "\n".join(rows)
 
@@ -299,11 +304,14 @@ def _replace(readme: str, start: str, end: str, text: str) -> str:
 
 
 def main(argv):
-  compare = RESULTS / "compare.json"
   tables = [(START, END, table())]
-  if compare.exists():
-    record = json.loads(compare.read_text())
-    tables.append((PERF_START, PERF_END, performance_table(record)))
+  # compare.json (CPU, float32) first, then any other backend or dtype.
+  comparisons = sorted(RESULTS.glob("compare*.json"), key=lambda p: p.stem)
+  if comparisons:
+    text = "\n\n".join(
+      performance_table(json.loads(path.read_text())) for path in comparisons
+    )
+    tables.append((PERF_START, PERF_END, text))
   if "--write" not in argv:
     print("\n\n".join(text for _, _, text in tables))
     return
