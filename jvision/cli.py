@@ -2,7 +2,7 @@
 
     jvision train   --config=experiments/X.py[:ARGS] --workdir=DIR
                     [--config.KEY=VALUE ...]
-    jvision eval    --workdir=DIR [--split=test]
+    jvision eval    --workdir=DIR [--split=test] [--tta=none|flip]
     jvision audit   --data=SPEC --out=DIR [--labels=labels.json]
                     [--encoder=WORKDIR] [--audit.KEY=VALUE ...]
     jvision predict --workdir=DIR --images=PATH [--out=preds.csv]
@@ -57,6 +57,9 @@ _ENCODER = flags.DEFINE_string(
   "encoder", None, "Audit: a jvision workdir whose backbone embeds images."
 )
 _SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate.")
+_TTA = flags.DEFINE_string(
+  "tta", None, "Eval: test-time augmentation, none | flip (default: the run's)."
+)
 _IMAGES = flags.DEFINE_string(
   "images", None, "Predict: an image file, a folder or a .zip of images."
 )
@@ -117,7 +120,7 @@ def _eval(argv):
   from jvision.evaluate import workdir
 
   _require_workdir("eval")
-  report = workdir.evaluate_workdir(_WORKDIR.value, _SPLIT.value)
+  report = workdir.evaluate_workdir(_WORKDIR.value, _SPLIT.value, _TTA.value)
   print(
     f"{_WORKDIR.value} on {_SPLIT.value}: accuracy "
     f"{report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}; "

@@ -53,6 +53,35 @@ def random_crop(
   return jax.vmap(crop)(padded, offsets)
 
 
+TTA_MODES = ("none", "flip")
+
+
+def check_tta(mode: str) -> None:
+  """Raises unless `mode` (config.eval_tta) is one of TTA_MODES."""
+  if mode not in TTA_MODES:
+    raise ValueError(
+      f"config.eval_tta={mode!r}; use one of {', '.join(map(repr, TTA_MODES))}"
+    )
+
+
+def tta_logits(apply, x: jnp.ndarray, mode: str) -> jnp.ndarray:
+  """Test-time augmentation: the mean of `apply` over views of `x`.
+
+  Args:
+    apply: float images [N, H, W, C] -> logits [N, K].
+    x: [N, H, W, C] preprocessed (normalised) images.
+    mode: "none" (`apply(x)`) or "flip" (the mean over x and its mirror
+      image, the views a model trained with random flips has seen).
+
+  Returns:
+    [N, K] logits.
+  """
+  check_tta(mode)
+  if mode == "none":
+    return apply(x)
+  return (apply(x) + apply(x[:, :, ::-1, :])) / 2
+
+
 def random_flip(images: jnp.ndarray, key: jax.Array) -> jnp.ndarray:
   """Mirrors each image left-right with probability 1/2: [N, H, W, C]."""
   flip = jax.random.bernoulli(key, 0.5, (images.shape[0],))  # [N]

@@ -94,19 +94,23 @@ def load_backbone(workdir: str) -> tuple[dict, dict, str]:
   )
 
 
-def predict_step(variables, batch, *, model, normalize):
-  """Logits of a batch: float32 [B, K]."""
+def predict_step(variables, batch, *, model, normalize, tta="none"):
+  """Logits of a batch: float32 [B, K] (`tta`: augment.tta_logits's mode)."""
   x = normalize(batch["image"])
-  return model.apply(variables, x, train=False)
+  return augment.tta_logits(
+    lambda v: model.apply(variables, v, train=False), x, tta
+  )
 
 
-def predict(variables, arrays, *, model, config, mesh) -> np.ndarray:
-  """Logits of every example of `arrays`: float32 [N, K]."""
+def predict(
+  variables, arrays, *, model, config, mesh, tta: str = "none"
+) -> np.ndarray:
+  """Logits (or features) of every example of `arrays`: float32 [N, K]."""
   normalize = functools.partial(
     augment.normalize, mean=config.data.mean, std=config.data.std
   )
   step = jax.jit(
-    functools.partial(predict_step, model=model, normalize=normalize),
+    functools.partial(predict_step, model=model, normalize=normalize, tta=tta),
     in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
     out_shardings=parallel.replicated(mesh),
   )
@@ -143,14 +147,21 @@ def extra_metrics(labels, probabilities) -> dict:
   return out
 
 
-def evaluate_workdir(workdir: str, split: str = "test") -> dict:
+def evaluate_workdir(
+  workdir: str, split: str = "test", tta: str | None = None
+) -> dict:
   """Evaluates the newest checkpoint of `workdir` on `split`; writes reports.
+
+  `tta` is the test-time augmentation (`augment.tta_logits`'s mode); None:
+  the run's own `config.eval_tta` ("none" for runs that predate it).
 
   Returns:
     The metrics dict written to DIR/eval/metrics.json.
   """
   start = time.perf_counter()
   config = read_config(workdir)
+  tta = config.get("eval_tta", "none") if tta is None else tta
+  augment.check_tta(tta)
   if config.trainer == "simclr":
     raise ValueError(
       f"{workdir} holds SimCLR pretraining, which has no classifier to "
@@ -168,12 +179,19 @@ def evaluate_workdir(workdir: str, split: str = "test") -> dict:
   variables, step = load_variables(workdir)
   mesh = parallel.create_mesh()
   arrays = {"image": dataset.images}
-  logits = predict(variables, arrays, model=model, config=config, mesh=mesh)
+  logits = predict(
+    variables,
+    arrays,
+    model=model,
+    config=config,
+    mesh=mesh,
+    tta=tta,
+  )
   predictions = logits.argmax(-1)
   report = metrics_lib.classification_report(
     dataset.labels, predictions, list(dataset.class_names)
   )
-  report.update({"split": split, "step": step, "workdir": workdir})
+  report.update({"split": split, "step": step, "workdir": workdir, "tta": tta})
   probabilities = calibration.softmax(logits)  # [N, K]
   report.update(extra_metrics(dataset.labels, probabilities))
   timings = {"load and predict": time.perf_counter() - start}

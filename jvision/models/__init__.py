@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jvision.models.cnn import SeedCNN
+from jvision.models.fast_cifar import FastCIFARNet
 from jvision.models.heads import LinearHead, MLPHead
 from jvision.models.resnet import (
   BasicBlock,
@@ -38,6 +39,7 @@ __all__ = [
   "MODELS",
   "BasicBlock",
   "BottleneckBlock",
+  "FastCIFARNet",
   "LinearHead",
   "MLPHead",
   "ResNet",
@@ -54,6 +56,7 @@ __all__ = [
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
   "cnn": SeedCNN,
+  "fast_cifar": FastCIFARNet,
   "resnet18": ResNet18,
   "resnet34": ResNet34,
   "resnet50": ResNet50,

@@ -91,6 +91,9 @@ def supervised_config() -> ml_collections.ConfigDict:
   # optimizer state, losses and batch-norm statistics stay float32).
   config.dtype = "float32"
   config.eval_batch_size = 1000
+  # Test-time augmentation of evaluations (the trainer's and `jvision
+  # eval`'s): "none", or "flip" (mean logits of each image and its mirror).
+  config.eval_tta = "none"
   config.log_every_steps = 100
   config.eval_every_steps = 1000
   config.checkpoint_every_steps = 1000

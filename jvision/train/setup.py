@@ -13,7 +13,7 @@ from absl import logging
 from jvision import checkpoint as checkpoint_lib
 from jvision import data as data_lib
 from jvision import models, optim, parallel
-from jvision.data import feed
+from jvision.data import augment, feed
 from jvision.data.from_config import load_split
 from jvision.train import metric_writer
 from jvision.train import workdir as workdir_lib
@@ -92,6 +92,7 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
     )
   model_dtype(config)  # a bad name fails before any data loads
   feed.check_setting(config.data.feed)
+  augment.check_tta(config.eval_tta)
   parallel.check_batch_size(
     config.eval_batch_size, mesh, name="eval_batch_size"
   )

@@ -105,7 +105,9 @@ def train_step(
   return state, metrics
 
 
-def eval_step(state: TrainState, batch: dict, *, preprocess) -> dict:
+def eval_step(
+  state: TrainState, batch: dict, *, preprocess, tta: str = "none"
+) -> dict:
   """Sums of loss and correct predictions over the real examples of a batch.
 
   Args:
@@ -113,14 +115,16 @@ def eval_step(state: TrainState, batch: dict, *, preprocess) -> dict:
     batch: {"image": uint8 [B, H, W, C], "label": int32 [B],
       "mask": float32 [B] (0 for padding)}.
     preprocess: uint8 images -> float32 [B, H, W, C] (no augmentation).
+    tta: test-time augmentation, `augment.tta_logits`'s mode.
 
   Returns:
     {"loss_sum", "correct", "count"} scalars.
   """
-  logits = state.apply_fn(
-    {"params": state.params, "batch_stats": state.batch_stats},
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  logits = augment.tta_logits(
+    lambda x: state.apply_fn(variables, x, train=False),
     preprocess(batch["image"]),
-    train=False,
+    tta,
   )  # [B, K]
   labels, mask = batch["label"], batch["mask"]
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
@@ -177,7 +181,8 @@ def build_task(run, started, *, bn_train: bool = True, frozen=None):
     augment.normalize, mean=config.data.mean, std=config.data.std
   )
   p_eval = parallel.jit_data_parallel(
-    functools.partial(eval_step, preprocess=normalize), mesh
+    functools.partial(eval_step, preprocess=normalize, tta=config.eval_tta),
+    mesh,
   )
   return loop.Task(
     state=started.state,

@@ -31,6 +31,7 @@ RESUMABLE_CHANGES = frozenset(
     "async_checkpointing",
     "eval_batch_size",
     "data.feed",  # the same batches either way (jvision/data/feed.py)
+    "eval_tta",  # evaluation only
   }
 )
 
@@ -98,6 +99,7 @@ ADDED_KEYS = {
   "dtype": "float32",
   "data.manifest": None,
   "data.feed": "host",
+  "eval_tta": "none",
 }
 
 

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jvision.data import augment
 
@@ -61,3 +62,18 @@ def test_train_preprocess_is_deterministic_per_key():
   c = augment.train_preprocess(x, jax.random.PRNGKey(4), **kwargs)
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
+
+
+def test_tta_logits_flip_is_the_mean_over_mirror_images():
+  x = jax.random.normal(jax.random.key(0), (3, 4, 5, 2))
+  apply = lambda v: v[:, 0, :, 0]  # [N, W]: the first row, channel 0
+  np.testing.assert_array_equal(augment.tta_logits(apply, x, "none"), apply(x))
+  flipped = augment.tta_logits(apply, x, "flip")
+  np.testing.assert_allclose(
+    flipped, (x[:, 0, :, 0] + x[:, 0, ::-1, 0]) / 2, rtol=1e-6
+  )
+
+
+def test_unknown_tta_mode_names_the_choices():
+  with pytest.raises(ValueError, match="eval_tta='five_crop'.*'flip'"):
+    augment.tta_logits(lambda v: v, jnp.zeros((1, 2, 2, 1)), "five_crop")

@@ -31,3 +31,25 @@ def test_eval_of_a_simclr_workdir_points_to_finetuning(simclr_workdir):
   workdir, _ = simclr_workdir
   with pytest.raises(ValueError, match="init_from="):
     eval_workdir.evaluate_workdir(str(workdir), "test")
+
+
+def test_flip_tta_averages_the_logits_of_both_mirror_images(trained_workdir):
+  from jvision import models, parallel
+
+  config = eval_workdir.read_config(str(trained_workdir))
+  variables, _ = eval_workdir.load_variables(str(trained_workdir))
+  model = models.create_model("cnn", num_classes=10)
+  images = np.random.default_rng(0).integers(0, 256, (16, 28, 28, 1), np.uint8)
+  kw = dict(model=model, config=config, mesh=parallel.create_mesh())
+  plain = eval_workdir.predict(variables, {"image": images}, **kw)
+  mirrored = eval_workdir.predict(
+    variables, {"image": images[:, :, ::-1]}, **kw
+  )
+  tta = eval_workdir.predict(variables, {"image": images}, tta="flip", **kw)
+  np.testing.assert_allclose(tta, (plain + mirrored) / 2, rtol=1e-5, atol=1e-5)
+  assert not np.allclose(tta, plain)
+
+
+def test_unknown_tta_is_a_clear_error(trained_workdir):
+  with pytest.raises(ValueError, match="config.eval_tta='crop'; use one of"):
+    eval_workdir.evaluate_workdir(str(trained_workdir), "test", tta="crop")
