@@ -9,6 +9,8 @@
   b1, b2, eps       adamw; defaults 0.9, 0.999, 1e-8
   trust_coefficient lars; default 0.001
   decay_bn_and_bias also decay 1-D parameters; default False
+  bn_and_bias_lr_factor  learning-rate factor of 1-D parameters (batch-norm
+                    scales and offsets, biases); default 1.0
   grad_clip_norm    clip gradients to this global norm; None (off) default
 
 SGD uses the classic coupled L2 term (gradient + wd * param, then momentum),
@@ -175,6 +177,11 @@ def create_optimizer(
       f"{sorted(OPTIMIZERS)}." + (f" Did you mean {hint[0]!r}?" if hint else "")
     )
   tx = OPTIMIZERS[name](config, learning_rate_fn, params)
+  factor = _get(config, "bn_and_bias_lr_factor", 1.0)
+  if factor != 1.0:
+    decayed = weight_decay_mask(params, decay_bn_and_bias=False)
+    scales = jax.tree.map(lambda d: 1.0 if d else factor, decayed)
+    tx = optax.chain(tx, scale_by_tree(scales))
   clip = _get(config, "grad_clip_norm", None)
   if clip is None:
     return tx

@@ -121,6 +121,32 @@ def test_sgd_momentum_weight_decay_matches_hand_computation():
     np.testing.assert_allclose(_leaf(second, path), -lr * m1, rtol=1e-6)
 
 
+def test_bn_and_bias_lr_factor_scales_only_1d_updates():
+  lr, mu, wd, k = 0.1, 0.9, 0.01, 64.0
+  config = {
+    "name": "sgd",
+    "momentum": mu,
+    "nesterov": True,
+    "weight_decay": wd,
+    "bn_and_bias_lr_factor": k,
+  }
+  tx = optim.create_optimizer(config, learning_rate_fn=lr, params=PARAMS)
+  first, second = _updates(tx, GRADS)
+  for path in MULTI_D + ONE_D:
+    decay, rate = (wd, lr) if path in MULTI_D else (0.0, k * lr)
+    w0, g0, g1 = (_leaf(tree, path) for tree in (PARAMS, *GRADS))
+    d0 = g0 + decay * w0  # Nesterov: step along gradient + mu * momentum
+    w1 = w0 - rate * (d0 + mu * d0)
+    d1 = g1 + decay * w1
+    m1 = mu * d0 + d1
+    np.testing.assert_allclose(
+      _leaf(first, path), -rate * (d0 + mu * d0), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+      _leaf(second, path), -rate * (d1 + mu * m1), rtol=1e-6
+    )
+
+
 def test_adamw_decays_only_matrices():
   lr, wd = 0.1, 0.5
   config = ml_collections.ConfigDict({"name": "adamw", "weight_decay": wd})

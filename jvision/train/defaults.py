@@ -66,6 +66,8 @@ def optimizer_config() -> ml_collections.ConfigDict:
       "nesterov": False,
       "weight_decay": 5e-4,
       "decay_bn_and_bias": False,
+      # Learning-rate factor of batch-norm parameters and biases (1-D).
+      "bn_and_bias_lr_factor": 1.0,
       "b1": 0.9,
       "b2": 0.999,
       "eps": 1e-8,

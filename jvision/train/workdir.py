@@ -100,6 +100,7 @@ ADDED_KEYS = {
   "data.manifest": None,
   "data.feed": "host",
   "eval_tta": "none",
+  "optimizer.bn_and_bias_lr_factor": 1.0,
 }
 
 
