@@ -69,7 +69,7 @@ def _save(name: str, config_path: str, runs: list[dict]):
     "mean_test_accuracy": statistics.mean(accuracies),
     "std_test_accuracy": std,
     "method": (
-      f"{len(runs)} seeds trained from scratch and evaluated on the full "
+      f"{len(runs)} seed(s) trained from scratch and evaluated on the full "
       "test split; std is the sample standard deviation over seeds"
     ),
   }

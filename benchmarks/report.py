@@ -183,7 +183,8 @@ def performance_table(record: dict) -> str:
 def accuracy_rows(name: str, record: dict) -> list[str]:
   n = len(record["runs"])
   requested = len(record.get("seeds_requested", record["runs"]))
-  seeds = f"{n} seeds" if n == requested else f"{n} of {requested} seeds"
+  plural = "seed" if requested == 1 else "seeds"
+  seeds = f"{n} {plural}" if n == requested else f"{n} of {requested} seeds"
   minutes = sum(r["train_seconds"] for r in record["runs"]) / n / 60
   value = (
     f"{100 * record['mean_test_accuracy']:.2f} ± "
