@@ -48,13 +48,10 @@ def split_bytes(arrays: dict[str, np.ndarray]) -> int:
 def device_memory_bytes(devices) -> int | None:
   """The smallest memory limit among `devices` in bytes, or None when a
   device does not report one (the CPU backend)."""
-  limits = []
-  for device in devices:
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-    if not stats or "bytes_limit" not in stats:
-      return None
-    limits.append(int(stats["bytes_limit"]))
-  return min(limits) if limits else None
+  stats = [device.memory_stats() or {} for device in devices]
+  if not stats or any("bytes_limit" not in s for s in stats):
+    return None
+  return min(int(s["bytes_limit"]) for s in stats)
 
 
 def _gib(num_bytes: int) -> str:
@@ -118,69 +115,6 @@ def make_gather(mesh: Mesh):
   )
 
 
-def step_indices(
-  step: int, *, num_examples: int, batch_size: int, seed: int
-) -> np.ndarray:
-  """This process's part of global batch `step`'s indices: int32 [B / P]."""
-  indices = pipeline.batch_indices(
-    step, batch_size=batch_size, num_examples=num_examples, seed=seed
-  )
-  return pipeline.process_slice(
-    indices,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-  ).astype(np.int32)
-
-
-def host_batches(
-  arrays: dict[str, np.ndarray],
-  mesh: Mesh,
-  *,
-  start: int,
-  stop: int,
-  batch_size: int,
-  seed: int,
-) -> Iterator[tuple[int, dict]]:
-  """(step, global batch) for steps [start, stop), gathered on the host in
-  a background thread and copied to the devices."""
-
-  def generate():
-    for step in range(start, stop):
-      local = pipeline.train_batch(
-        arrays,
-        step,
-        batch_size=batch_size,
-        seed=seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-      )
-      yield step, parallel.shard_batch(local, mesh)
-
-  return pipeline.prefetch(generate())
-
-
-def device_batches(
-  arrays: dict[str, np.ndarray],
-  mesh: Mesh,
-  *,
-  start: int,
-  stop: int,
-  batch_size: int,
-  seed: int,
-) -> Iterator[tuple[int, dict]]:
-  """(step, global batch) for steps [start, stop), gathered on the devices
-  from a resident copy of `arrays` placed when the iteration starts."""
-  resident = place(arrays, mesh)
-  gather = make_gather(mesh)
-  num_examples = len(next(iter(arrays.values())))
-  for step in range(start, stop):
-    local = step_indices(
-      step, num_examples=num_examples, batch_size=batch_size, seed=seed
-    )
-    indices = parallel.shard_batch({"index": local}, mesh)["index"]
-    yield step, gather(resident, indices)
-
-
 def train_batches(
   arrays: dict[str, np.ndarray],
   mesh: Mesh,
@@ -191,9 +125,34 @@ def train_batches(
   batch_size: int,
   seed: int,
 ) -> Iterator[tuple[int, dict]]:
-  """The loop's batches for steps [start, stop) through `feed` ("host" or
-  "device", as resolved by `choose_feed`)."""
-  batches = {"host": host_batches, "device": device_batches}[feed]
-  return batches(
-    arrays, mesh, start=start, stop=stop, batch_size=batch_size, seed=seed
+  """(step, global batch) for steps [start, stop) through `feed` ("host"
+  or "device", as resolved by `choose_feed`).
+
+  "host": gathered from `arrays` in a background thread and copied to the
+  devices. "device": gathered on the devices from a resident copy of
+  `arrays`, placed when the iteration starts.
+  """
+  steps = range(start, stop)
+  where = dict(
+    batch_size=batch_size,
+    seed=seed,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
   )
+
+  def copied():
+    for step in steps:
+      local = pipeline.train_batch(arrays, step, **where)
+      yield step, parallel.shard_batch(local, mesh)
+
+  def gathered():
+    resident, gather = place(arrays, mesh), make_gather(mesh)
+    num_examples = len(next(iter(arrays.values())))
+    for step in steps:
+      local = pipeline.local_batch_indices(
+        step, num_examples=num_examples, **where
+      ).astype(np.int32)  # [B / P]
+      indices = parallel.shard_batch({"index": local}, mesh)["index"]
+      yield step, gather(resident, indices)
+
+  return pipeline.prefetch(copied()) if feed == "host" else gathered()

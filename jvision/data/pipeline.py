@@ -66,6 +66,25 @@ def process_slice(
   return indices[process_index * local : (process_index + 1) * local]
 
 
+def local_batch_indices(
+  step: int,
+  *,
+  batch_size: int,
+  num_examples: int,
+  seed: int,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> np.ndarray:
+  """Dataset indices of this process's part of global batch `step`:
+  int64 [batch_size // process_count]."""
+  indices = batch_indices(
+    step, batch_size=batch_size, num_examples=num_examples, seed=seed
+  )
+  return process_slice(
+    indices, process_index=process_index, process_count=process_count
+  )
+
+
 def train_batch(
   arrays: dict[str, np.ndarray],
   step: int,
@@ -89,12 +108,13 @@ def train_batch(
   Returns:
     The same keys, each [batch_size // process_count, ...].
   """
-  num_examples = len(next(iter(arrays.values())))
-  idx = batch_indices(
-    step, batch_size=batch_size, num_examples=num_examples, seed=seed
-  )
-  idx = process_slice(
-    idx, process_index=process_index, process_count=process_count
+  idx = local_batch_indices(
+    step,
+    batch_size=batch_size,
+    num_examples=len(next(iter(arrays.values()))),
+    seed=seed,
+    process_index=process_index,
+    process_count=process_count,
   )
   return {key: value[idx] for key, value in arrays.items()}
 

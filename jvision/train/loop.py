@@ -114,16 +114,6 @@ def data_position(step: int, config, num_examples: int) -> dict:
   }
 
 
-def resolve_feed(config, arrays: dict, mesh) -> str:
-  """`config.data.feed` for this run and machine: "host" or "device"."""
-  return feed_lib.choose_feed(
-    config.data.feed,
-    nbytes=feed_lib.split_bytes(arrays),
-    memory_bytes=feed_lib.device_memory_bytes(mesh.local_devices),
-    backend=jax.default_backend(),
-  )
-
-
 def _timed(iterator):
   """Yields (seconds spent waiting for the item, item) for each item."""
   while True:
@@ -169,12 +159,18 @@ def run(
   interval_start, interval_step = time.perf_counter(), start_step
   paused = 0.0  # seconds spent in evaluation during the current interval
   waited = 0.0  # seconds spent waiting for batches during the interval
-  feed = resolve_feed(config, task.train_arrays, mesh)
+  nbytes = feed_lib.split_bytes(task.train_arrays)
+  feed = feed_lib.choose_feed(
+    config.data.feed,
+    nbytes=nbytes,
+    memory_bytes=feed_lib.device_memory_bytes(mesh.local_devices),
+    backend=jax.default_backend(),
+  )
   logging.info(
     "data feed: %s (config.data.feed=%r, split %.1f MB)",
     feed,
     config.data.feed,
-    feed_lib.split_bytes(task.train_arrays) / 1e6,
+    nbytes / 1e6,
   )
   batches = feed_lib.train_batches(
     task.train_arrays,
