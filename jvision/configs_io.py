@@ -19,6 +19,15 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
   return module.get_config(arg) if arg else module.get_config()
 
 
+def check_choice(key: str, value, choices) -> None:
+  """Raises a ValueError naming `config.<key>`, its value and the choices,
+  unless `value` is one of `choices`."""
+  if value not in choices:
+    raise ValueError(
+      f"config.{key}={value!r}; use one of {', '.join(map(repr, choices))}"
+    )
+
+
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list:
   """Dotted names of every leaf of `config`."""
   keys = []

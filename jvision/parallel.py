@@ -26,6 +26,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jvision import configs_io
+
 DATA_AXIS = "data"
 PMAP_AXIS = "batch"  # the axis name pmap-form steps reduce over
 FORMS = ("jit", "pmap")
@@ -184,10 +186,7 @@ def compile_train_step(
   step: Callable, mesh: Mesh, *, form: str, donate_state: bool = True
 ) -> Callable:
   """`step` (which takes `axis_name=`) compiled in `form`: jit or pmap."""
-  if form == "jit":
-    return jit_data_parallel(
-      functools.partial(step, axis_name=None), mesh, donate_state=donate_state
-    )
+  configs_io.check_choice("parallel", form, FORMS)
   if form == "pmap":
     if jax.process_count() > 1:
       raise ValueError(
@@ -195,7 +194,9 @@ def compile_train_step(
         "default config.parallel='jit'"
       )
     return pmap_data_parallel(step, mesh, donate_state=donate_state)
-  raise ValueError(f"config.parallel={form!r}; use one of {', '.join(FORMS)}")
+  return jit_data_parallel(
+    functools.partial(step, axis_name=None), mesh, donate_state=donate_state
+  )
 
 
 def global_then_local(fn: Callable, images, rng, axis_name: str | None):

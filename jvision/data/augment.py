@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from jvision import configs_io
+
 
 def normalize(
   images: jnp.ndarray, *, mean: Sequence[float], std: Sequence[float]
@@ -56,14 +58,6 @@ def random_crop(
 TTA_MODES = ("none", "flip")
 
 
-def check_tta(mode: str) -> None:
-  """Raises unless `mode` (config.eval_tta) is one of TTA_MODES."""
-  if mode not in TTA_MODES:
-    raise ValueError(
-      f"config.eval_tta={mode!r}; use one of {', '.join(map(repr, TTA_MODES))}"
-    )
-
-
 def tta_logits(apply, x: jnp.ndarray, mode: str) -> jnp.ndarray:
   """Test-time augmentation: the mean of `apply` over views of `x`.
 
@@ -76,7 +70,7 @@ def tta_logits(apply, x: jnp.ndarray, mode: str) -> jnp.ndarray:
   Returns:
     [N, K] logits.
   """
-  check_tta(mode)
+  configs_io.check_choice("eval_tta", mode, TTA_MODES)
   if mode == "none":
     return apply(x)
   return (apply(x) + apply(x[:, :, ::-1, :])) / 2

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from jvision import parallel
+from jvision import configs_io, parallel
 from jvision.data import pipeline
 
 FEEDS = ("auto", "host", "device")
@@ -58,14 +58,6 @@ def _gib(num_bytes: int) -> str:
   return f"{num_bytes / 2**30:.2f} GiB"
 
 
-def check_setting(feed: str) -> None:
-  """Raises unless `feed` (config.data.feed) is one of FEEDS."""
-  if feed not in FEEDS:
-    raise ValueError(
-      f"config.data.feed={feed!r}; use one of {', '.join(map(repr, FEEDS))}"
-    )
-
-
 def choose_feed(
   feed: str, *, nbytes: int, memory_bytes: int | None, backend: str
 ) -> str:
@@ -81,7 +73,7 @@ def choose_feed(
     ValueError: `feed` is not one of FEEDS, or "device" was asked for and
       the split does not fit in the device's memory.
   """
-  check_setting(feed)
+  configs_io.check_choice("data.feed", feed, FEEDS)
   if feed == "device":
     if memory_bytes is not None and nbytes > memory_bytes:
       raise ValueError(

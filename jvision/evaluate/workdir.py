@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from jvision import checkpoint as checkpoint_lib
-from jvision import models, parallel
+from jvision import configs_io, models, parallel
 from jvision.data import augment
 from jvision.data.from_config import load_split
 from jvision.evaluate import calibration, knn, plots
@@ -161,7 +161,7 @@ def evaluate_workdir(
   start = time.perf_counter()
   config = read_config(workdir)
   tta = config.get("eval_tta", "none") if tta is None else tta
-  augment.check_tta(tta)
+  configs_io.check_choice("eval_tta", tta, augment.TTA_MODES)
   if config.trainer == "simclr":
     raise ValueError(
       f"{workdir} holds SimCLR pretraining, which has no classifier to "

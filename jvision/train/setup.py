@@ -11,8 +11,8 @@ import numpy as np
 from absl import logging
 
 from jvision import checkpoint as checkpoint_lib
+from jvision import configs_io, models, optim, parallel
 from jvision import data as data_lib
-from jvision import models, optim, parallel
 from jvision.data import augment, feed
 from jvision.data.from_config import load_split
 from jvision.train import metric_writer
@@ -57,10 +57,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 def model_dtype(config: ml_collections.ConfigDict):
   """The jnp dtype named by `config.dtype`."""
-  if config.dtype not in DTYPES:
-    raise ValueError(
-      f"config.dtype={config.dtype!r}; use one of {', '.join(DTYPES)}"
-    )
+  configs_io.check_choice("dtype", config.dtype, DTYPES)
   return DTYPES[config.dtype]
 
 
@@ -85,14 +82,10 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   mesh = parallel.create_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
   check_accumulation(config, mesh)
-  if config.parallel not in parallel.FORMS:
-    raise ValueError(
-      f"config.parallel={config.parallel!r}; use one of "
-      + ", ".join(parallel.FORMS)
-    )
+  configs_io.check_choice("parallel", config.parallel, parallel.FORMS)
   model_dtype(config)  # a bad name fails before any data loads
-  feed.check_setting(config.data.feed)
-  augment.check_tta(config.eval_tta)
+  configs_io.check_choice("data.feed", config.data.feed, feed.FEEDS)
+  configs_io.check_choice("eval_tta", config.eval_tta, augment.TTA_MODES)
   parallel.check_batch_size(
     config.eval_batch_size, mesh, name="eval_batch_size"
   )
