@@ -382,6 +382,11 @@ def main(argv):
   unknown = sorted(set(_MODELS.value) - set(BATCH))
   if unknown:
     raise ValueError(f"Unknown models {unknown}; choose from {sorted(BATCH)}")
+  unknown = sorted(set(_TORCH_MODES.value) - set(TORCH_MODES))
+  if unknown:
+    raise ValueError(
+      f"Unknown torch modes {unknown}; choose from {sorted(TORCH_MODES)}"
+    )
   sizes = [int(n) for n in _MATMUL_SIZES.value]
   peaks = matmul_peak_gflops(sizes, _DTYPE.value)
   peak = max(peaks.values())
@@ -405,11 +410,6 @@ def main(argv):
     },
     "models": {},
   }
-  unknown = sorted(set(_TORCH_MODES.value) - set(TORCH_MODES))
-  if unknown:
-    raise ValueError(
-      f"Unknown torch modes {unknown}; choose from {sorted(TORCH_MODES)}"
-    )
   for name in _MODELS.value:
     result = compare(
       name, _TORCH_MODES.value, _ROUNDS.value, _STEPS.value, peak

@@ -26,6 +26,7 @@ value is one scalar per step).
 from __future__ import annotations
 
 import functools
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -227,9 +228,8 @@ def _training_step(
 
   def step(*batch):
     opt.zero_grad(set_to_none=True)
-    with torch.autocast(
-      device, dtype=autocast or torch.bfloat16, enabled=autocast is not None
-    ):
+    cast = torch.autocast(device, dtype=autocast) if autocast else nullcontext()
+    with cast:
       loss = loss_fn(*batch)
     loss.backward()
     opt.step()

@@ -137,10 +137,11 @@ def main(argv):
         ),
         "intervals": intervals,
       }
+      t = trainer[feed]
       print(
         f"{name}: bare {bare:.0f} img/s; trainer, feed={feed}: {rate:.0f} "
-        f"img/s (overhead {100 * (1 - rate / bare):.1f}%, waiting for data "
-        f"{100 * trainer[feed]['data_wait_fraction']:.1f}% of the time)"
+        f"img/s (overhead {100 * t['overhead']:.1f}%, waiting for data "
+        f"{100 * t['data_wait_fraction']:.1f}% of the time)"
       )
     num_intervals = len(intervals["images_per_sec"])
     results[name] = {
