@@ -121,6 +121,20 @@ class CropSettings:
   crop_fraction: float = 0.875
 
 
+@dataclasses.dataclass(frozen=True)
+class Streamed:
+  """A split read by stream workers: what, how it is cropped, by how many
+  worker processes (0: in the calling process)."""
+
+  index: SplitIndex
+  settings: CropSettings
+  workers: int
+
+  def take(self, indices: np.ndarray) -> Streamed:
+    """The examples at `indices` (int [M])."""
+    return dataclasses.replace(self, index=self.index.take(indices))
+
+
 class TrainBatch(_Reading):
   """step -> this process's part of the step's batch (a grain map fn).
 
@@ -336,3 +350,19 @@ class SkipLog:
         self.per_epoch[epoch],
         listed,
       )
+
+
+class LazyImages:
+  """`images[i]`: example i's evaluation crop, read when asked for (the
+  thumbnails of a report on a streamed split, without holding the split)."""
+
+  def __init__(self, streamed: Streamed):
+    self._streamed = streamed
+
+  def __len__(self) -> int:
+    return len(self._streamed.index)
+
+  def __getitem__(self, i: int) -> np.ndarray:
+    """uint8 [H, W, C]."""
+    one = self._streamed.index.take(np.asarray([int(i)]))
+    return EvalBatch(one, self._streamed.settings, batch_size=1)(0)["image"][0]

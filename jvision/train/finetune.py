@@ -164,7 +164,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   run = setup.prepare_run(config, workdir)
   config = run.config
   model = models.create_model(
-    config.model.name, num_classes=run.train.num_classes, **run.model_kwargs
+    config.model.name,
+    num_classes=run.train_split.num_classes,
+    **run.model_kwargs,
   )
   scales = functools.partial(update_scales, finetune=config.finetune)
   started = setup.start_state(

@@ -32,6 +32,8 @@ RESUMABLE_CHANGES = frozenset(
     "eval_batch_size",
     "data.feed",  # the same batches either way (jvision/data/feed.py)
     "eval_tta",  # evaluation only
+    "data.workers",  # the same batches with any number of workers
+    "data.max_memory_gib",  # data.loading is recorded resolved
   }
 )
 
@@ -101,6 +103,15 @@ ADDED_KEYS = {
   "data.feed": "host",
   "eval_tta": "none",
   "optimizer.bn_and_bias_lr_factor": 1.0,
+  "data.loading": "memory",
+  "data.max_memory_gib": 4.0,
+  "data.workers": None,
+  "data.eval_crop_fraction": 0.875,
+  "data.stats_sample": 2000,
+  "augment.crop_scale": [0.08, 1.0],
+  "augment.crop_ratio": [3 / 4, 4 / 3],
+  "knn.monitor_data": None,
+  "knn.monitor_splits": ["train", "test"],
 }
 
 
