@@ -9,8 +9,10 @@ import zipfile
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from helpers import REPO
 
+import jvision.data
 from jvision.data import index, pack
 from jvision.data.dataset import DataError
 
@@ -211,7 +213,57 @@ def test_png_for_images_stored_decoded():
     pack.stored_bytes(np.zeros((2, 2), np.float32), example_id="t/1")
 
 
-def jvision(*args):
+class TinyArrays(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """6x5 RGB images stored decoded (a Tensor feature, not an Image)."""
+
+  __module__ = "tiny_arrays_test"  # as TinyPets in test_tfds_source.py
+  VERSION = tfds.core.Version("1.0.0")
+
+  def _info(self):
+    return tfds.core.DatasetInfo(
+      builder=self,
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Tensor(shape=(6, 5, 3), dtype=np.uint8),
+          "label": tfds.features.ClassLabel(names=["a", "b"]),
+        }
+      ),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {"train": self._generate_examples()}
+
+  def _generate_examples(self):
+    ramp = np.arange(5, dtype=np.uint8)[None, :, None]
+    for i in range(5):
+      yield (
+        i,
+        {"image": np.full((6, 5, 3), 20 * i, np.uint8) + ramp, "label": i % 2},
+      )
+
+
+def test_tfds_images_stored_decoded_pack_as_png(tmp_path):
+  data_dir = str(tmp_path / "tfds")
+  TinyArrays(
+    data_dir=data_dir, file_format="array_record"
+  ).download_and_prepare()
+  out = tmp_path / "p"
+  run_pack("tfds:tiny_arrays", out, data_dir=data_dir)
+  got = jvision.data.load(f"packed:{out}", "train", cache=False)
+  want = jvision.data.load(
+    "tfds:tiny_arrays", "train", data_dir=data_dir, cache=False
+  )
+  assert got.ids.tolist() == [f"train/{i:06d}" for i in range(5)]
+  assert got.class_names == ("a", "b")
+  np.testing.assert_array_equal(got.images, want.images)  # lossless
+  np.testing.assert_array_equal(got.labels, want.labels)
+  assert sorted(got.images[:, 0, 0, 0].tolist()) == [0, 20, 40, 60, 80]
+  reader = index.index_split(f"packed:{out}", "train").reader()
+  assert reader.read(0)[:4] == b"\x89PNG"
+
+
+def run_cli(*args):
   env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
   env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
   return subprocess.run(
@@ -226,7 +278,7 @@ def jvision(*args):
 
 def test_pack_command_in_two_processes(source, tmp_path):
   out = tmp_path / "cli"
-  run = jvision(
+  run = run_cli(
     "pack",
     f"--data=folder:{source}",
     f"--out={out}",
