@@ -12,7 +12,7 @@
                     [--index_split=train] | --eval [--eval_split=test]
     jvision demo    [--workdir=DIR]
     jvision pack    --data=SPEC --out=DIR [--splits=train,test]
-                    [--shard_mb=64] [--workers=N]
+                    [--shard_mb=64] [--workers=N] [--data_dir=TFDS_DIR]
 
 The logic lives in importable modules: `jvision.train` (trainers),
 `jvision.evaluate` (metrics and reports), `jvision.audit` (data audit),
@@ -98,6 +98,9 @@ _SHARD_MB = flags.DEFINE_float(
 )
 _WORKERS = flags.DEFINE_integer(
   "workers", None, "Pack: processes writing shards (default: one per core)."
+)
+_DATA_DIR = flags.DEFINE_string(
+  "data_dir", None, "Pack: the TFDS data_dir of a tfds: source."
 )
 _COORDINATOR = flags.DEFINE_string(
   "coordinator_address",
@@ -224,6 +227,7 @@ def _pack(argv):
     splits=tuple(_SPLITS.value or ()),
     shard_mb=_SHARD_MB.value,
     workers=_WORKERS.value,
+    data_dir=_DATA_DIR.value,
   )
   print(pack.format_summary(result))
 

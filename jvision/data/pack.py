@@ -235,6 +235,12 @@ def prepare_out(out: str, plan: dict) -> str:
   staging = os.path.join(out, STAGING)
   old = _read_json(os.path.join(staging, PLAN))
   if old is None:
+    if os.path.isfile(os.path.join(out, packed.METADATA)):
+      raise DataError(
+        f"--out={out} holds a pack without its {STAGING}/ plan, so it cannot "
+        "be checked or resumed; give a new directory (nothing in it was "
+        "changed)"
+      )
     if os.path.isdir(out) and os.listdir(out):
       raise DataError(
         f"--out={out} is not empty and holds no jvision pack; give a new "

@@ -3,6 +3,7 @@ source left untouched, unreadable examples, and the `jvision pack` command."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -152,6 +153,16 @@ def test_other_settings_or_source_are_refused(source, tmp_path, imgs):
   with zipfile.ZipFile(source, "a") as archive:  # the source changes
     archive.writestr("data/train/a/new.jpg", imgs.jpeg(imgs.solid(9)))
   with pytest.raises(DataError, match="split 'train': its examples"):
+    run_pack(f"folder:{source}", out)
+  assert listing(out) == before
+
+
+def test_a_pack_without_its_plan_is_refused(source, tmp_path):
+  out = tmp_path / "p"
+  run_pack(f"folder:{source}", out)
+  shutil.rmtree(out / pack.STAGING)
+  before = listing(out)
+  with pytest.raises(DataError, match=r"without its \.jvision-pack/ plan"):
     run_pack(f"folder:{source}", out)
   assert listing(out) == before
 
