@@ -28,21 +28,12 @@ of `jvision.data.decode`.
 from __future__ import annotations
 
 import math
-import struct
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from jvision.data import decode
 
-_PIL_ERRORS = (
-  OSError,
-  SyntaxError,
-  ValueError,
-  EOFError,
-  struct.error,
-  Image.DecompressionBombError,
-)
 _ROTATING = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 _ORIENTATION_TAG = 0x0112
 
@@ -184,7 +175,7 @@ def crop_to_size(
     raise decode.DecodeError(
       path, "not an image in a format Pillow reads"
     ) from e
-  except _PIL_ERRORS as e:
+  except decode.PIL_ERRORS as e:
     raise decode.DecodeError(path, f"{type(e).__name__}: {e}") from e
   array = np.asarray(out)
   return array[..., None] if array.ndim == 2 else array

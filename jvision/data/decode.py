@@ -39,7 +39,7 @@ from jvision.data.dataset import DataError
 
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})
 # What PIL raises on a file it cannot parse or that ends early.
-_PIL_ERRORS = (
+PIL_ERRORS = (
   OSError,
   SyntaxError,
   ValueError,
@@ -103,7 +103,7 @@ def decode_image(
     image = _to_target(_open(data), image_size, channels)
   except Image.UnidentifiedImageError as e:
     raise DecodeError(path, "not an image in a format Pillow reads") from e
-  except _PIL_ERRORS as e:
+  except PIL_ERRORS as e:
     raise DecodeError(path, f"{type(e).__name__}: {e}") from e
   array = np.asarray(image)
   return array[..., None] if array.ndim == 2 else array

@@ -38,6 +38,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from jvision.data import cache, decode
+from jvision.data import labels as labels_lib
 from jvision.data.dataset import ArrayDataset, DataError, first_per_class
 from jvision.data.labels import LabelSpec, match_classes
 
@@ -500,7 +501,7 @@ def load_folder(
     "seed": seed,
     "holdout_fraction": holdout_fraction,
     "max_per_class": max_per_class,
-    "label_spec": None if label_spec is None else _spec_key(label_spec),
+    "label_spec": labels_lib.cache_key(label_spec),
   }
 
   def compute():
@@ -515,11 +516,6 @@ def load_folder(
     dataset = compute()
   warn_skipped(f"folder:{path}", split, dataset.skipped)
   return dataset
-
-
-def _spec_key(spec: LabelSpec) -> list:
-  """What of a label spec affects loading: names and aliases per id."""
-  return [[c.name, *c.aliases] for c in spec.classes]
 
 
 def _load_uncached(

@@ -46,6 +46,7 @@ import threading
 import numpy as np
 
 from jvision.data import cache, decode, folder
+from jvision.data import labels as labels_lib
 from jvision.data.dataset import ArrayDataset, DataError, first_per_class
 from jvision.data.index import SplitIndex
 from jvision.data.labels import LabelSpec, match_classes
@@ -455,9 +456,7 @@ def load_packed(
       "image_size": image_size,
       "channels": channels,
       "max_per_class": max_per_class,
-      "label_spec": None
-      if label_spec is None
-      else [[c.name, *c.aliases] for c in label_spec.classes],
+      "label_spec": labels_lib.cache_key(label_spec),
     }
     dataset = cache.cached(key, compute)
   else:

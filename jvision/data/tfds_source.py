@@ -19,6 +19,7 @@ import tensorflow_datasets as tfds
 import tqdm
 
 from jvision.data import cache, decode
+from jvision.data import labels as labels_lib
 from jvision.data.dataset import ArrayDataset, DataError, first_per_class
 from jvision.data.labels import LabelSpec, match_classes
 
@@ -76,6 +77,22 @@ def open_builder(name: str, config: str | None, data_dir: str | None):
   return builder
 
 
+def open_split_builder(
+  name: str, config: str | None, split: str, data_dir: str | None
+):
+  """(builder, "NAME[/CONFIG]") of a prepared dataset with an "image" and a
+  ClassLabel "label" feature and the split `split`; DataError otherwise."""
+  builder = open_builder(name, config, data_dir)
+  full = full_name(name, config)
+  _check_features(builder.info.features, full)
+  if split not in builder.info.splits:
+    raise DataError(
+      f"tfds:{full} has splits {list(builder.info.splits.keys())}, not "
+      f"{split!r}"
+    )
+  return builder, full
+
+
 def is_prepared(name: str, data_dir: str | None) -> bool:
   """Whether `name` is a TFDS dataset prepared in data_dir."""
   try:
@@ -124,14 +141,7 @@ def load_tfds(
     The split.
   """
   decode.check_options(image_size, channels)
-  builder = open_builder(name, config, data_dir)
-  full = full_name(name, config)
-  _check_features(builder.info.features, full)
-  if split not in builder.info.splits:
-    raise DataError(
-      f"tfds:{full} has splits {list(builder.info.splits.keys())}, not "
-      f"{split!r}"
-    )
+  builder, full = open_split_builder(name, config, split, data_dir)
 
   def compute():
     return _read_split(
@@ -155,9 +165,7 @@ def load_tfds(
     "image_size": image_size,
     "channels": channels,
     "max_per_class": max_per_class,
-    "label_spec": None
-    if label_spec is None
-    else [[c.name, *c.aliases] for c in label_spec.classes],
+    "label_spec": labels_lib.cache_key(label_spec),
   }
   return cache.cached(key, compute)
 
@@ -269,14 +277,7 @@ def read_labels(
 
   One pass over the records; the images are not decoded.
   """
-  builder = open_builder(name, config, data_dir)
-  full = full_name(name, config)
-  _check_features(builder.info.features, full)
-  if split not in builder.info.splits:
-    raise DataError(
-      f"tfds:{full} has splits {list(builder.info.splits.keys())}, not "
-      f"{split!r}"
-    )
+  builder, full = open_split_builder(name, config, split, data_dir)
   source = _data_source(full, split, data_dir, _is_encoded(builder))
   labels = np.empty(len(source), np.int32)
   with tqdm.tqdm(

@@ -76,9 +76,14 @@ def sample_stats(split: stream.Streamed, sample: int, seed: int):
   n = len(split.index)
   order = np.random.default_rng(seed).permutation(n)[: min(sample, n)]
   subset = split.take(np.sort(order))
-  images = [
+  images = [  # every process measures the whole sample: the same stats
     b["image"][b["mask"] > 0]
-    for b in feed.eval_batches(subset, batch_size=min(256, len(order)))
+    for b in stream.eval_batches(
+      subset.index,
+      subset.settings,
+      batch_size=min(256, len(order)),
+      workers=subset.workers,
+    )
   ]
   return channel_stats(np.concatenate(images))
 
@@ -88,8 +93,8 @@ def _image_shape(split) -> tuple[int, int, int]:
   readable example's centre crop)."""
   if isinstance(split, data_lib.ArrayDataset):
     return tuple(int(d) for d in split.images.shape[1:])
-  first = split.take(np.arange(1))
-  batch = next(feed.eval_batches(first, batch_size=1))
+  first = split.index.take(np.arange(min(8, len(split.index))))  # 1 readable
+  batch = stream.EvalBatch(first, split.settings, batch_size=len(first))(0)
   return tuple(int(d) for d in batch["image"].shape[1:])
 
 
