@@ -1,0 +1,278 @@
+"""Tests for the workdir lock of jvision/train/workdir.py: one live writer.
+
+Holders are real processes killed with real signals; the end-to-end test
+runs `python -m jvision.cli train` twice on one workdir.
+"""
+
+import datetime
+import errno
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers import REPO
+
+from jvision import checkpoint
+from jvision.train import workdir
+
+HOST = socket.gethostname()
+HOLDER = """
+import sys, time
+from jvision.train import workdir
+with workdir.hold_lock(sys.argv[1]):
+  print("held", flush=True)
+  time.sleep(600)
+"""
+
+
+def _env():
+  return {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+
+
+@pytest.fixture
+def holder(tmp_path):
+  """A live process holding the lock of tmp_path / "wd"; killed at the end."""
+  process = subprocess.Popen(
+    [sys.executable, "-c", HOLDER, str(tmp_path / "wd")],
+    cwd=REPO,
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  assert process.stdout.readline() == "held\n", process.communicate()
+  yield process
+  if process.poll() is None:
+    process.kill()
+  process.communicate()
+
+
+def _dead_pid() -> int:
+  process = subprocess.Popen([sys.executable, "-c", "pass"])
+  process.wait()
+  return process.pid
+
+
+def _write_record(directory, mtime=None, **record):
+  directory.mkdir(exist_ok=True)
+  path = directory / workdir.LOCK_FILE
+  path.write_text(json.dumps(record))
+  if mtime is not None:
+    os.utime(path, (mtime, mtime))
+  return path
+
+
+def _record(directory) -> dict:
+  return json.loads((directory / workdir.LOCK_FILE).read_text())
+
+
+def test_the_lock_records_its_holder_and_goes_away_with_it(tmp_path):
+  (tmp_path / "kept").mkdir()
+  for name in ("new", "kept"):
+    start = datetime.datetime.now(datetime.timezone.utc)
+    with workdir.hold_lock(str(tmp_path / name)):
+      record = _record(tmp_path / name)
+      assert record["host"] == HOST and record["pid"] == os.getpid()
+      since = datetime.datetime.fromisoformat(record["since"])
+      assert 0 <= (since - start).total_seconds() < 5
+      assert "pytest" in record["command"]
+    assert not (tmp_path / name / workdir.LOCK_FILE).exists()
+  assert not (tmp_path / "new").exists()  # it made the directory, left empty
+  assert (tmp_path / "kept").is_dir()  # the user's directory stays
+
+
+def test_the_holder_refreshes_its_heartbeat(tmp_path):
+  with workdir.hold_lock(str(tmp_path), heartbeat_seconds=0.05):
+    path = tmp_path / workdir.LOCK_FILE
+    os.utime(path, (0, 0))
+    time.sleep(0.5)
+    assert time.time() - path.stat().st_mtime < 5
+
+
+def test_a_live_holder_refuses_others_and_a_killed_one_is_taken_over(
+  tmp_path, holder, caplog
+):
+  wd = tmp_path / "wd"
+  record = _record(wd)
+  assert record["pid"] == holder.pid
+  with pytest.raises(workdir.WorkdirLocked) as refused:
+    workdir.acquire(str(wd))
+  message = str(refused.value)
+  assert f"pid {holder.pid} on host {HOST} since {record['since']}" in message
+  assert f"kill {holder.pid} on {HOST}" in message
+  assert _record(wd) == record  # the refused one changed nothing
+  holder.send_signal(signal.SIGKILL)
+  holder.wait()
+  assert _record(wd) == record  # SIGKILL leaves the file behind
+  caplog.set_level(logging.WARNING)
+  with workdir.hold_lock(str(wd)):
+    assert _record(wd)["pid"] == os.getpid()
+  taken = [r.getMessage() for r in caplog.records if "taking over" in r.msg]
+  assert len(taken) == 1
+  assert f"left by pid {holder.pid} on host {HOST}" in taken[0]
+  assert "no longer running" in taken[0]
+  assert not (wd / workdir.LOCK_FILE).exists()
+
+
+def test_a_released_lock_is_taken_without_a_takeover(tmp_path, caplog):
+  caplog.set_level(logging.WARNING)
+  for _ in range(2):
+    with workdir.hold_lock(str(tmp_path)):
+      pass
+  assert not [r for r in caplog.records if "taking over" in r.msg]
+
+
+def test_another_hosts_lock_is_taken_over_only_once_its_heartbeat_stops(
+  tmp_path, caplog
+):
+  record = {"host": "elsewhere", "pid": 1, "since": "then", "command": "c"}
+  _write_record(tmp_path, **record)
+  with pytest.raises(workdir.WorkdirLocked, match="pid 1 on host elsewhere"):
+    workdir.acquire(str(tmp_path))
+  assert _record(tmp_path) == record
+  _write_record(tmp_path, mtime=time.time() - 120, **record)
+  caplog.set_level(logging.WARNING)
+  with workdir.hold_lock(str(tmp_path)):
+    assert _record(tmp_path)["host"] == HOST
+  (taken,) = [r.getMessage() for r in caplog.records if "taking" in r.msg]
+  assert "heartbeat stopped 120 s ago" in taken
+
+
+def test_takeover_reasons():
+  reason = workdir.takeover_reason
+  mine = {"host": HOST, "pid": os.getpid()}
+  dead = {"host": HOST, "pid": _dead_pid()}
+  remote = {"host": "elsewhere", "pid": os.getpid()}
+  # flock got on this host: the holder is gone whatever its pid says now.
+  assert reason(mine, this_host=HOST, flocked=True, heartbeat_age=0)
+  # without flock, this host checks the pid
+  assert reason(mine, this_host=HOST, flocked=False, heartbeat_age=0) is None
+  assert reason(dead, this_host=HOST, flocked=False, heartbeat_age=0)
+  # another host's pid cannot be checked: its heartbeat decides
+  stale = workdir.STALE_AFTER_SECONDS
+  for flocked in (True, False):
+    fresh = reason(remote, this_host=HOST, flocked=flocked, heartbeat_age=5)
+    assert fresh is None
+    assert reason(
+      remote, this_host=HOST, flocked=flocked, heartbeat_age=stale + 1
+    )
+  assert reason({}, this_host=HOST, flocked=True, heartbeat_age=0)
+  assert reason({}, this_host=HOST, flocked=False, heartbeat_age=0) is None
+
+
+def test_without_flock_the_record_decides(tmp_path, monkeypatch):
+  def no_flock(fd, operation):
+    raise OSError(errno.ENOLCK, "No locks available")
+
+  monkeypatch.setattr(fcntl, "flock", no_flock)
+  _write_record(tmp_path, host=HOST, pid=os.getpid(), since="s", command="c")
+  with pytest.raises(workdir.WorkdirLocked, match=f"pid {os.getpid()} "):
+    workdir.acquire(str(tmp_path))
+  _write_record(tmp_path, host=HOST, pid=_dead_pid(), since="s", command="c")
+  with workdir.hold_lock(str(tmp_path)):
+    assert _record(tmp_path)["pid"] == os.getpid()
+
+
+def test_a_directory_holding_only_a_lock_file_is_a_new_workdir(tmp_path):
+  from helpers import tiny_config
+
+  _write_record(tmp_path, host=HOST, pid=_dead_pid())
+  workdir.check(str(tmp_path), tiny_config())
+  (tmp_path / "notes.txt").write_text("mine")
+  with pytest.raises(FileExistsError, match="holds no config.json"):
+    workdir.check(str(tmp_path), tiny_config())
+
+
+TRAIN_CONFIG = f"""
+import sys
+sys.path.insert(0, {str(REPO / "tests")!r})
+from helpers import tiny_config
+
+
+def get_config():
+  return tiny_config(
+    num_train_steps=1_000_000,
+    checkpoint_every_steps=10,
+    eval_every_steps=0,
+    log_every_steps=5,
+  )
+"""
+
+
+def _train(config, wd, *extra):
+  return subprocess.Popen(
+    [
+      sys.executable,
+      "-m",
+      "jvision.cli",
+      "train",
+      f"--config={config}",
+      f"--workdir={wd}",
+      *extra,
+    ],
+    cwd=REPO,
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+
+
+def _wait_for_checkpoint(wd, process, timeout=120):
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    ckpts = wd / "checkpoints"
+    if ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir()):
+      return
+    assert process.poll() is None, process.communicate()
+    time.sleep(0.05)
+  raise TimeoutError("no checkpoint appeared")
+
+
+def _logged_once(wd):
+  lines = (wd / "metrics.jsonl").read_text().splitlines()
+  keys = [(r["step"], r["split"]) for r in map(json.loads, lines)]
+  assert len(keys) == len(set(keys)), keys
+  return keys
+
+
+@pytest.mark.slow
+def test_a_second_trainer_is_refused_and_a_killed_ones_lock_taken_over(
+  tmp_path,
+):
+  config = tmp_path / "config.py"
+  config.write_text(TRAIN_CONFIG)
+  wd = tmp_path / "wd"
+  first = _train(config, wd)
+  try:
+    _wait_for_checkpoint(wd, first)
+    record, recorded = _record(wd), (wd / "config.json").read_bytes()
+    assert record["pid"] == first.pid
+    second = _train(config, wd)
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 1, err[-3000:]
+    holder = f"pid {first.pid} on host {HOST} since {record['since']}"
+    assert holder in err and "in use by another jvision trainer" in err
+    assert "starting from" not in err + out  # it stopped before any state
+    assert (wd / "config.json").read_bytes() == recorded
+    assert _record(wd) == record
+    assert first.poll() is None  # the holder trains on
+  finally:
+    first.kill()
+    first.communicate()
+  _logged_once(wd)  # the refused trainer logged nothing
+  latest = checkpoint.Checkpointer(str(wd / "checkpoints")).latest_step()
+  third = _train(config, wd, f"--config.num_train_steps={latest + 3}")
+  out, err = third.communicate(timeout=300)
+  assert third.returncode == 0, err[-3000:]
+  assert f"taking over the lock left by pid {first.pid} on host {HOST}" in err
+  assert "from checkpoint step" in out
+  assert (latest + 3, "train") in _logged_once(wd)
+  assert not (wd / workdir.LOCK_FILE).exists()
