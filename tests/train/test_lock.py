@@ -4,6 +4,7 @@ Holders are real processes killed with real signals; the end-to-end test
 runs `python -m jvision.cli train` twice on one workdir.
 """
 
+import concurrent.futures
 import datetime
 import errno
 import fcntl
@@ -145,6 +146,47 @@ def test_another_hosts_lock_is_taken_over_only_once_its_heartbeat_stops(
   assert "heartbeat stopped 120 s ago" in taken
 
 
+def _contend(wd: str, rounds: int) -> None:
+  """Takes and lets go of the lock `rounds` times; fails if it is shared."""
+  marker, held = os.path.join(wd, "holder"), 0
+  while held < rounds:
+    try:
+      lock = workdir.acquire(wd)
+    except workdir.WorkdirLocked:
+      time.sleep(0.001)
+      continue
+    try:
+      os.close(os.open(marker, os.O_CREAT | os.O_EXCL))  # fails if shared
+      os.remove(marker)
+    finally:
+      workdir.release(lock)
+    held += 1
+
+
+def test_contenders_hold_the_lock_one_at_a_time(tmp_path):
+  # Each release removes the file a waiting contender may have opened: the
+  # one that locks the removed file must notice and try the new one. Threads
+  # contend like processes: each has its own open file, so its own flock.
+  with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    runs = [pool.submit(_contend, str(tmp_path), 100) for _ in range(4)]
+    for run in runs:
+      run.result()
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_contender_that_locked_a_removed_file_sees_it(tmp_path):
+  path = str(tmp_path / workdir.LOCK_FILE)
+  first = workdir.acquire(str(tmp_path))
+  stale = os.open(path, os.O_RDWR)  # a contender opens the file...
+  workdir.release(first)  # ...its holder removes it and lets go...
+  fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ...the flock is free
+  assert not workdir._same_file(stale, path)  # so it tries again
+  second = workdir.acquire(str(tmp_path))
+  assert workdir._same_file(second.fd, path)
+  workdir.release(second)
+  os.close(stale)
+
+
 def test_takeover_reasons():
   reason = workdir.takeover_reason
   mine = {"host": HOST, "pid": os.getpid()}
@@ -225,15 +267,23 @@ def _train(config, wd, *extra):
   )
 
 
-def _wait_for_checkpoint(wd, process, timeout=120):
+def _wait_for(ready, process, timeout=300):
   deadline = time.monotonic() + timeout
   while time.monotonic() < deadline:
-    ckpts = wd / "checkpoints"
-    if ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir()):
+    if ready():
       return
     assert process.poll() is None, process.communicate()
     time.sleep(0.05)
-  raise TimeoutError("no checkpoint appeared")
+  raise TimeoutError(f"{ready.__doc__} did not happen")
+
+
+def _checkpointed(wd):
+  def ready():
+    """a checkpoint"""
+    ckpts = wd / "checkpoints"
+    return ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
+
+  return ready
 
 
 def _logged_once(wd):
@@ -252,7 +302,7 @@ def test_a_second_trainer_is_refused_and_a_killed_ones_lock_taken_over(
   wd = tmp_path / "wd"
   first = _train(config, wd)
   try:
-    _wait_for_checkpoint(wd, first)
+    _wait_for((wd / "config.json").exists, first)  # it holds the lock
     record, recorded = _record(wd), (wd / "config.json").read_bytes()
     assert record["pid"] == first.pid
     second = _train(config, wd)
@@ -263,7 +313,7 @@ def test_a_second_trainer_is_refused_and_a_killed_ones_lock_taken_over(
     assert "starting from" not in err + out  # it stopped before any state
     assert (wd / "config.json").read_bytes() == recorded
     assert _record(wd) == record
-    assert first.poll() is None  # the holder trains on
+    _wait_for(_checkpointed(wd), first)  # the holder trains on
   finally:
     first.kill()
     first.communicate()
