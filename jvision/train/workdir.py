@@ -243,7 +243,7 @@ class WorkdirLocked(OSError):
 
 
 def describe_holder(holder: dict) -> str:
-  """ "pid P on host H since T (command C)" of a lock record."""
+  """Names a lock record's holder: pid, host, since when, its command."""
   if not holder.get("pid"):
     return "a process that had not yet recorded itself"
   return (
@@ -377,6 +377,9 @@ def _beat(fd: int, stop: threading.Event, every: float) -> None:
 def acquire(workdir: str, *, heartbeat_seconds: float = HEARTBEAT_SECONDS):
   """Takes `workdir`'s lock, creating the directory if need be.
 
+  A lock left by a dead holder (`takeover_reason`) is taken over with a
+  warning naming it.
+
   Returns:
     The held `Lock`; give it to `release`.
 
@@ -436,23 +439,34 @@ def release(lock: Lock) -> None:
       os.rmdir(os.path.dirname(lock.path))
 
 
+def _process_index_and_count() -> tuple[int, int]:
+  """This process's index and the process count, without starting a
+  backend in a single-process run: a trainer refused the lock must not
+  first claim memory on a GPU that its holder is using."""
+  if not jax.distributed.is_initialized():
+    return 0, 1
+  return jax.process_index(), jax.process_count()
+
+
 @contextlib.contextmanager
 def hold_lock(workdir: str, *, heartbeat_seconds: float = HEARTBEAT_SECONDS):
   """Holds `workdir`'s lock for the block: one live writer per workdir.
 
   In a multi-host run only process 0 takes it, and every process raises if
-  process 0 was refused, so that none of them starts.
+  process 0 was refused, so that none of them starts. A single-process run
+  takes it before JAX starts its backend.
 
   Raises:
     WorkdirLocked: a live process holds it.
   """
+  index, count = _process_index_and_count()
   lock, error = None, None
-  if jax.process_index() == 0:
+  if index == 0:
     try:
       lock = acquire(workdir, heartbeat_seconds=heartbeat_seconds)
     except OSError as e:
       error = e
-  if jax.process_count() > 1:
+  if count > 1:
     from jax.experimental import multihost_utils
 
     refused = multihost_utils.broadcast_one_to_all(np.int32(error is not None))

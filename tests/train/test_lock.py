@@ -26,9 +26,10 @@ from jvision.train import workdir
 HOST = socket.gethostname()
 HOLDER = """
 import sys, time
+from jax._src import xla_bridge
 from jvision.train import workdir
 with workdir.hold_lock(sys.argv[1]):
-  print("held", flush=True)
+  print("held, backend", xla_bridge.backends_are_initialized(), flush=True)
   time.sleep(600)
 """
 
@@ -48,7 +49,9 @@ def holder(tmp_path):
     stderr=subprocess.PIPE,
     text=True,
   )
-  assert process.stdout.readline() == "held\n", process.communicate()
+  # A trainer refused on a GPU must not have claimed its memory first.
+  line = process.stdout.readline()
+  assert line == "held, backend False\n", process.communicate()
   yield process
   if process.poll() is None:
     process.kill()
