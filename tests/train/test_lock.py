@@ -235,6 +235,30 @@ def test_a_directory_holding_only_a_lock_file_is_a_new_workdir(tmp_path):
     workdir.check(str(tmp_path), tiny_config())
 
 
+def test_every_trainer_holds_the_lock_until_it_ends_fails_or_is_preempted(
+  tmp_path,
+):
+  from jvision import train
+  from jvision.train import loop, setup
+
+  for name in ("supervised", "simclr", "finetune"):
+    assert train.get_trainer(name).__wrapped__  # made by setup.one_writer
+  wd, lock = str(tmp_path), tmp_path / workdir.LOCK_FILE
+
+  @setup.one_writer
+  def trainer(error, workdir_):
+    assert _record(tmp_path)["pid"] == os.getpid()
+    if error is not None:
+      raise error
+    return "trained"
+
+  assert trainer(None, wd) == "trained" and not lock.exists()
+  for error in (loop.Preempted(3, wd), loop.NonFiniteLossError("nan")):
+    with pytest.raises(type(error)):
+      trainer(error, wd)
+    assert not lock.exists()
+
+
 TRAIN_CONFIG = f"""
 import sys
 sys.path.insert(0, {str(REPO / "tests")!r})
