@@ -353,3 +353,28 @@ def test_a_second_trainer_is_refused_and_a_killed_ones_lock_taken_over(
   assert "from checkpoint step" in out
   assert (latest + 3, "train") in _logged_once(wd)
   assert not (wd / workdir.LOCK_FILE).exists()
+
+
+@pytest.mark.slow
+def test_a_multihost_run_is_refused_as_one(tmp_path, holder):
+  config = tmp_path / "config.py"
+  config.write_text(TRAIN_CONFIG)
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  processes = [
+    _train(
+      config,
+      tmp_path / "wd",
+      f"--coordinator_address=127.0.0.1:{port}",
+      "--num_processes=2",
+      f"--process_id={i}",
+    )
+    for i in range(2)
+  ]
+  (_, err0), (_, err1) = [p.communicate(timeout=300) for p in processes]
+  assert [p.returncode for p in processes] == [1, 1], err0[-2000:] + err1
+  assert f"pid {holder.pid} on host {HOST}" in err0  # process 0 asked
+  assert "process 0 could not take the lock" in err1  # and told process 1
+  assert _record(tmp_path / "wd")["pid"] == holder.pid
+  assert os.listdir(tmp_path / "wd") == [workdir.LOCK_FILE]
