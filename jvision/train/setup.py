@@ -94,8 +94,10 @@ def one_writer(train_and_evaluate):
 def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   """Validates `config`, loads its data and checks `workdir` may take it.
 
-  Nothing is written yet: the trainer calls `workdir.record` once its model,
-  optimizer and state are built, so a config error leaves no trace.
+  Nothing is written yet but the lock (`one_writer`, removed with the
+  directory it made if the run fails here): the trainer calls
+  `workdir.record` once its model, optimizer and state are built, so a
+  config error leaves no trace.
   """
   check_steps(config)
   mesh = parallel.create_mesh()
