@@ -147,6 +147,7 @@ def make_init_fn(workdir: str):
   return init
 
 
+@setup.one_writer
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   """Fine-tunes or probes `config.init_from` in `workdir`.
 

@@ -1,8 +1,11 @@
-"""The start of every run: config checks, data, mesh, workdir provenance."""
+"""The start of every run: the workdir lock, config checks, data, mesh,
+workdir provenance.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -131,11 +134,29 @@ def check_accumulation(config: ml_collections.ConfigDict, mesh) -> None:
     )
 
 
+def one_writer(train_and_evaluate):
+  """Makes a trainer's `train_and_evaluate(config, workdir)` hold the lock.
+
+  The lock (`workdir.hold_lock`) is taken before anything is loaded or
+  written and released however the run ends, so a second trainer on the
+  same workdir is refused at once with the holder named.
+  """
+
+  @functools.wraps(train_and_evaluate)
+  def locked(config: ml_collections.ConfigDict, workdir: str):
+    with workdir_lib.hold_lock(workdir):
+      return train_and_evaluate(config, workdir)
+
+  return locked
+
+
 def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   """Validates `config`, loads its data and checks `workdir` may take it.
 
-  Nothing is written yet: the trainer calls `workdir.record` once its model,
-  optimizer and state are built, so a config error leaves no trace.
+  Nothing is written yet but the lock (`one_writer`, removed with the
+  directory it made if the run fails here): the trainer calls
+  `workdir.record` once its model, optimizer and state are built, so a
+  config error leaves no trace.
   """
   check_steps(config)
   mesh = parallel.create_mesh()

@@ -278,6 +278,7 @@ def build_model(config, num_classes: int, model_kwargs: dict | None = None):
   )
 
 
+@setup.one_writer
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   """Pretrains `config` in `workdir`, resuming from its newest checkpoint.
 

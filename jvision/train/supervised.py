@@ -206,6 +206,7 @@ def build_task(run, started, *, bn_train: bool = True, frozen=None):
   )
 
 
+@setup.one_writer
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   """Trains `config` in `workdir`, resuming from its newest checkpoint.
 
