@@ -190,10 +190,9 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
         f"{config.data.name!r} is unlabelled"
       )
     train = train.take(
-      train,
       data_lib.label_subset(
         train_labels, config.data.label_fraction, seed=config.seed
-      ),
+      )
     )
   image_shape = _image_shape(train)
   if image_shape != _image_shape(evaluation):
