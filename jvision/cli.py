@@ -11,10 +11,12 @@
     jvision search  --workdir=DIR --index=SPEC --query=IMAGE [--k=10]
                     [--index_split=train] | --eval [--eval_split=test]
     jvision demo    [--workdir=DIR]
+    jvision import  --weights=FILE --arch=NAME --workdir=DIR
+                    [--data=SPEC] [--labels=labels.json] [--image_size=224]
 
 The logic lives in importable modules: `jvision.train` (trainers),
 `jvision.evaluate` (metrics and reports), `jvision.audit` (data audit),
-`jvision.demo`.
+`jvision.ship` (predict, export, search, weight import), `jvision.demo`.
 """
 
 from __future__ import annotations
@@ -44,14 +46,21 @@ _AUDIT = config_flags.DEFINE_config_dict(
   lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
-_DATA = flags.DEFINE_string("data", None, "Audit: the data spec to audit.")
+_DATA = flags.DEFINE_string(
+  "data",
+  None,
+  "Audit: the data spec to audit; import: the data spec recorded for eval.",
+)
 _OUT = flags.DEFINE_string(
   "out",
   None,
   "Audit: the output directory; predict: the CSV (default preds.csv).",
 )
 _LABELS = flags.DEFINE_string(
-  "labels", None, "Audit: a label spec JSON to validate the classes against."
+  "labels",
+  None,
+  "Audit: a label spec JSON to validate the classes against; import: the "
+  "names of the classifier's classes.",
 )
 _ENCODER = flags.DEFINE_string(
   "encoder", None, "Audit: a jvision workdir whose backbone embeds images."
@@ -85,6 +94,17 @@ _EVAL_SPLIT = flags.DEFINE_string(
 )
 _MAX_QUERIES = flags.DEFINE_integer(
   "max_queries", None, "Search --eval: a seeded sample of this many queries."
+)
+_WEIGHTS = flags.DEFINE_string(
+  "weights",
+  None,
+  "Import: a .safetensors, .pth/.pt (torchvision, timm) or .h5 (Keras) file.",
+)
+_ARCH = flags.DEFINE_string(
+  "arch", None, "Import: resnet18 | resnet34 | resnet50 | resnet50_keras."
+)
+_IMAGE_SIZE = flags.DEFINE_integer(
+  "image_size", 224, "Import: the input size images are resized to."
 )
 _COORDINATOR = flags.DEFINE_string(
   "coordinator_address",
@@ -200,6 +220,23 @@ def _search(argv):
   print(search.format_result(result))
 
 
+def _import(argv):
+  from jvision.ship import import_weights
+
+  _require_workdir("import")
+  if not _WEIGHTS.value or not _ARCH.value:
+    raise app.UsageError("import needs --weights=FILE and --arch=NAME")
+  summary = import_weights.import_weights(
+    _WEIGHTS.value,
+    _ARCH.value,
+    _WORKDIR.value,
+    data=_DATA.value,
+    labels=_LABELS.value,
+    image_size=_IMAGE_SIZE.value,
+  )
+  print(import_weights.format_summary(summary))
+
+
 def _demo(argv):
   from jvision import demo
 
@@ -214,6 +251,7 @@ HANDLERS = {
   "export": _export,
   "search": _search,
   "demo": _demo,
+  "import": _import,
 }
 COMMANDS = tuple(HANDLERS)
 
@@ -249,7 +287,7 @@ def main(argv):
   except loop.Preempted as error:
     print(f"jvision {command}: {error}", file=sys.stderr)
     sys.exit(128 + signal.SIGTERM)  # 143, as if SIGTERM had killed it
-  except (ValueError, OSError, FloatingPointError) as error:
+  except (ValueError, OSError, ImportError, FloatingPointError) as error:
     if os.environ.get("JVISION_TRACEBACK"):
       raise
     print(

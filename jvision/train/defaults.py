@@ -44,6 +44,10 @@ def data_config() -> ml_collections.ConfigDict:
       # training split at start and written into DIR/config.json.
       "mean": config_dict.placeholder(tuple),
       "std": config_dict.placeholder(tuple),
+      # The channel order the network takes: "rgb", or "bgr" (Keras's
+      # caffe-style ResNets, e.g. from `jvision import`). Images are read
+      # as RGB; mean and std are per channel in this order.
+      "channel_order": "rgb",
       # How batches reach the devices (jvision/data/feed.py): "host" (a
       # prefetch thread copies each batch), "device" (the split is kept on
       # every device and batches are gathered there) or "auto" ("device"

@@ -86,6 +86,11 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   model_dtype(config)  # a bad name fails before any data loads
   configs_io.check_choice("data.feed", config.data.feed, feed.FEEDS)
   configs_io.check_choice("eval_tta", config.eval_tta, augment.TTA_MODES)
+  configs_io.check_choice(
+    "data.channel_order",
+    config.data.get("channel_order", "rgb"),
+    augment.CHANNEL_ORDERS,
+  )
   parallel.check_batch_size(
     config.eval_batch_size, mesh, name="eval_batch_size"
   )

@@ -167,8 +167,7 @@ def build_task(run, started, *, bn_train: bool = True, frozen=None):
     learning_rate_fn=started.learning_rate_fn,
     preprocess=functools.partial(
       augment.train_preprocess,
-      mean=config.data.mean,
-      std=config.data.std,
+      **augment.preprocessing(config.data),
       crop_padding=config.augment.crop_padding,
       flip=config.augment.flip,
     ),
@@ -178,7 +177,7 @@ def build_task(run, started, *, bn_train: bool = True, frozen=None):
     accum_steps=config.grad_accum_steps,
   )
   normalize = functools.partial(
-    augment.normalize, mean=config.data.mean, std=config.data.std
+    augment.normalize, **augment.preprocessing(config.data)
   )
   p_eval = parallel.jit_data_parallel(
     functools.partial(eval_step, preprocess=normalize, tta=config.eval_tta),

@@ -101,6 +101,7 @@ ADDED_KEYS = {
   "data.feed": "host",
   "eval_tta": "none",
   "optimizer.bn_and_bias_lr_factor": 1.0,
+  "data.channel_order": "rgb",
 }
 
 

@@ -1,0 +1,199 @@
+"""Tests for jvision/ship/import_weights.py and weight_files.py.
+
+Parity with the libraries that made the weights: torchvision ResNets and
+Keras's ResNet50 are initialised at random by those libraries, saved by their
+own save functions, imported, and run through `predict` (the probabilities
+it writes, and the logits of the model it loads) and through the ONNX model
+`export` writes (onnxruntime); each must equal the originating library's own
+forward pass on the same images to 1e-4 of the largest |logit| (float32).
+
+torchvision's wheel is installed without its dependencies and its compiled
+ops do not load with the CPU build of PyTorch, so `torchvision/__init__.py`
+(which loads them) cannot run. `_torchvision_resnet` loads the wheel's own
+`torchvision/models/resnet.py` unchanged: it registers empty package
+modules for `torchvision` and `torchvision.models` (pointing at the
+installed directories, so the package `__init__` files, the only code that
+loads the compiled ops, are skipped) and imports `torchvision.models.resnet`
+from there; its pure-Python imports (`_api`, `_meta`, `_utils`,
+`transforms._presets`, `utils`) load from the wheel as usual.
+"""
+
+import csv
+import functools
+import importlib
+import importlib.util
+import os
+import pathlib
+import sys
+import types
+
+import numpy as np
+import pytest
+from helpers import png_bytes
+
+from jvision.ship import export, import_weights, predict
+from jvision.ship import model as ship_model
+
+SIZE = 64  # input images: 64 x 64 RGB
+NUM_IMAGES = 4
+RELATIVE_TOLERANCE = 1e-4  # of the largest |logit|
+
+
+@functools.cache
+def _torchvision_resnet():
+  """The wheel's torchvision/models/resnet.py (see the module docstring)."""
+  pytest.importorskip("torch")
+  spec = importlib.util.find_spec("torchvision")
+  if spec is None:
+    pytest.skip("torchvision is not installed (test extra)")
+  root = os.path.dirname(spec.origin)
+  for name, path in (
+    ("torchvision", root),
+    ("torchvision.models", os.path.join(root, "models")),
+  ):
+    if name not in sys.modules:
+      package = types.ModuleType(name)
+      package.__path__ = [path]
+      sys.modules[name] = package
+  return importlib.import_module("torchvision.models.resnet")
+
+
+def _torch_model(arch: str, num_classes: int, seed: int = 0):
+  """A torchvision ResNet in eval mode, batch norm moved off its init.
+
+  Batch-norm scales, shifts and running statistics start at 1, 0, 0, 1,
+  which would hide a swapped or misplaced one; they are redrawn with
+  torch's own generator.
+  """
+  import torch
+
+  resnet = _torchvision_resnet()
+  torch.manual_seed(seed)
+  model = getattr(resnet, arch)(num_classes=num_classes)
+  with torch.no_grad():
+    for module in model.modules():
+      if isinstance(module, torch.nn.BatchNorm2d):
+        module.weight.uniform_(0.5, 1.5)
+        module.bias.uniform_(-0.2, 0.2)
+        module.running_mean.uniform_(-0.2, 0.2)
+        module.running_var.uniform_(0.5, 2.0)
+  return model.eval()
+
+
+def _images(seed: int = 0) -> np.ndarray:
+  """uint8 [4, 64, 64, 3]: smooth random colour fields plus noise."""
+  rng = np.random.default_rng(seed)
+  low = rng.uniform(0, 255, (NUM_IMAGES, 4, 4, 3))
+  smooth = np.kron(low, np.ones((1, SIZE // 4, SIZE // 4, 1)))
+  noise = rng.normal(0, 20, smooth.shape)
+  return np.clip(smooth + noise, 0, 255).astype(np.uint8)
+
+
+def _torch_logits(model, images: np.ndarray) -> np.ndarray:
+  """torchvision's forward pass on its documented preprocessing."""
+  import torch
+
+  mean = np.array(import_weights.IMAGENET_MEAN, np.float32)
+  std = np.array(import_weights.IMAGENET_STD, np.float32)
+  x = (images.astype(np.float32) / 255.0 - mean) / std  # [N, H, W, 3]
+  with torch.no_grad():
+    out = model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
+  return out.numpy()
+
+
+def _write_images(images: np.ndarray, folder: pathlib.Path) -> list[str]:
+  folder.mkdir(parents=True, exist_ok=True)
+  names = []
+  for i, image in enumerate(images):
+    names.append(f"{i:02d}.png")
+    (folder / names[-1]).write_bytes(png_bytes(image))
+  return names
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+  z = np.exp(logits - logits.max(axis=1, keepdims=True))
+  return z / z.sum(axis=1, keepdims=True)
+
+
+def _jvision_logits(workdir, images) -> np.ndarray:
+  """Logits of the classifier `predict` loads, on its own preprocessing."""
+  model = ship_model.load(str(workdir))
+  variables, module = model.require_classifier()
+  x = model.prepare(list(images))
+  logits = module.apply(variables, model._normalize(x), train=False)
+  return np.asarray(logits)
+
+
+def _predicted_probabilities(workdir, images, tmp_path) -> np.ndarray:
+  """float [N, K] of the CSV `predict` writes, in class-id order."""
+  names = _write_images(images, tmp_path / "images")
+  out = tmp_path / "preds.csv"
+  model = ship_model.load(str(workdir))
+  k = len(model.class_names)
+  predict.run_predict(
+    str(workdir), str(tmp_path / "images"), str(out), top_k=k, progress=False
+  )
+  with open(out, newline="") as f:
+    rows = {row["path"]: row for row in csv.DictReader(f)}
+  ids = {name: i for i, name in enumerate(model.class_names)}
+  probs = np.zeros((len(names), k))
+  for n, name in enumerate(names):
+    row = rows[name]
+    for j in range(1, k + 1):
+      suffix = "" if j == 1 else f"_{j}"
+      probs[n, ids[row["label" + suffix]]] = float(row["score" + suffix])
+  return probs
+
+
+def _onnx_outputs(workdir, images, tmp_path):
+  import onnxruntime as ort
+
+  path = tmp_path / "model.onnx"
+  export.export_onnx(str(workdir), str(path))
+  session = ort.InferenceSession(str(path))
+  return session.run(None, {"images": images})
+
+
+def _check_parity(workdir, images, reference, tmp_path, *, onnx=True):
+  """predict's logits and CSV, and the ONNX export, against `reference`."""
+  bound = RELATIVE_TOLERANCE * float(np.abs(reference).max())
+  assert np.std(reference) > 0.1  # a real, non-constant forward pass
+  logits = _jvision_logits(workdir, images)
+  assert np.abs(logits - reference).max() <= bound
+  probs = _predicted_probabilities(workdir, images, tmp_path)
+  # The CSV rounds to 4 decimals.
+  assert np.abs(probs - _softmax(reference)).max() <= 5e-5 + bound
+  if onnx:
+    onnx_logits, onnx_probs = _onnx_outputs(workdir, images, tmp_path)
+    assert np.abs(onnx_logits - reference).max() <= bound
+    assert np.abs(onnx_probs - _softmax(reference)).max() <= 1e-4
+
+
+@pytest.mark.parametrize(
+  ("arch", "suffix", "num_classes"),
+  [("resnet18", ".pth", 7), ("resnet50", ".safetensors", 1000)],
+)
+def test_torchvision_parity(arch, suffix, num_classes, tmp_path):
+  import safetensors.torch
+  import torch
+
+  model = _torch_model(arch, num_classes)
+  path = tmp_path / f"{arch}{suffix}"
+  if suffix == ".pth":
+    torch.save(model.state_dict(), path)
+  else:
+    safetensors.torch.save_file(model.state_dict(), path)
+  images = _images()
+  reference = _torch_logits(model, images)
+  workdir = tmp_path / "imported"
+  summary = import_weights.import_weights(
+    str(path), arch, str(workdir), image_size=SIZE
+  )
+  assert summary["classes"] == num_classes
+  assert summary["params"] == sum(p.numel() for p in model.parameters())
+  _check_parity(workdir, images, reference, tmp_path, onnx=arch == "resnet18")
+  names = ship_model.load(str(workdir)).class_names
+  if num_classes == 1000:
+    assert (names[0], names[-1]) == ("imagenet_0000", "imagenet_0999")
+  else:
+    assert names == tuple(f"class_{i}" for i in range(num_classes))
