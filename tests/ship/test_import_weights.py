@@ -24,6 +24,7 @@ import importlib
 import importlib.util
 import os
 import pathlib
+import re
 import sys
 import types
 
@@ -31,7 +32,7 @@ import numpy as np
 import pytest
 from helpers import png_bytes
 
-from jvision.ship import export, import_weights, predict
+from jvision.ship import export, import_weights, predict, weight_files
 from jvision.ship import model as ship_model
 
 SIZE = 64  # input images: 64 x 64 RGB
@@ -197,3 +198,195 @@ def test_torchvision_parity(arch, suffix, num_classes, tmp_path):
     assert (names[0], names[-1]) == ("imagenet_0000", "imagenet_0999")
   else:
     assert names == tuple(f"class_{i}" for i in range(num_classes))
+
+
+@pytest.fixture(scope="module")
+def keras_resnet50():
+  """keras.applications.ResNet50 (JAX backend, no TensorFlow), logits out.
+
+  Random Keras initialisation; batch-norm weights and moving statistics
+  (Keras starts them at 1, 0, 0, 1) are redrawn.
+  """
+  os.environ.setdefault("KERAS_BACKEND", "jax")
+  keras = pytest.importorskip("keras")
+  if keras.backend.backend() != "jax":
+    pytest.skip("Keras runs on another backend in this process")
+  keras.utils.set_random_seed(0)
+  model = keras.applications.ResNet50(
+    weights=None, input_shape=(SIZE, SIZE, 3), classifier_activation=None
+  )
+  rng = np.random.default_rng(0)
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.BatchNormalization):
+      c = layer.gamma.shape[0]
+      layer.set_weights(
+        [
+          rng.uniform(0.5, 1.5, c),
+          rng.uniform(-0.2, 0.2, c),
+          rng.uniform(-0.2, 0.2, c),
+          rng.uniform(0.5, 2.0, c),
+        ]
+      )
+  return keras, model
+
+
+def _keras_logits(keras, model, images) -> np.ndarray:
+  """Keras's forward pass on its own ResNet50 preprocessing ("caffe")."""
+  x = keras.applications.resnet50.preprocess_input(images.astype(np.float32))
+  return np.asarray(model(x, training=False))
+
+
+def test_keras_resnet50_parity(keras_resnet50, tmp_path):
+  keras, model = keras_resnet50
+  assert model.count_params() == 25_636_712
+  path = tmp_path / "resnet50.weights.h5"
+  model.save_weights(path)
+  images = _images(1)
+  reference = _keras_logits(keras, model, images)
+  workdir = tmp_path / "imported"
+  summary = import_weights.import_weights(
+    str(path), "resnet50_keras", str(workdir), image_size=SIZE
+  )
+  assert summary["params"] + summary["batch_stats"] == 25_636_712
+  _check_parity(workdir, images, reference, tmp_path)
+
+
+def test_keras_legacy_h5_parity(keras_resnet50, tmp_path):
+  keras, model = keras_resnet50
+  path = tmp_path / "resnet50.h5"
+  model.save(path)  # Keras's legacy HDF5 format, layers named
+  images = _images(2)
+  reference = _keras_logits(keras, model, images)
+  workdir = tmp_path / "imported"
+  import_weights.import_weights(
+    str(path), "resnet50_keras", str(workdir), image_size=SIZE
+  )
+  bound = RELATIVE_TOLERANCE * float(np.abs(reference).max())
+  assert np.abs(_jvision_logits(workdir, images) - reference).max() <= bound
+
+
+def test_keras_layer_order_is_keras_own(keras_resnet50):
+  keras, model = keras_resnet50
+  order = import_weights.keras_layer_order((3, 4, 6, 3))
+  for kind, cls in (
+    ("conv2d", keras.layers.Conv2D),
+    ("batch_normalization", keras.layers.BatchNormalization),
+    ("dense", keras.layers.Dense),
+  ):
+    names = [layer.name for layer in model.layers if isinstance(layer, cls)]
+    assert order[kind] == names
+
+
+def _write_resnet18(tmp_path, suffix=".safetensors", num_classes=3):
+  import safetensors.torch
+  import torch
+
+  model = _torch_model("resnet18", num_classes)
+  path = tmp_path / f"resnet18{suffix}"
+  if suffix == ".safetensors":
+    safetensors.torch.save_file(model.state_dict(), path)
+  else:
+    torch.save(model.state_dict(), path)
+  return path
+
+
+def test_wrong_arch_lists_missing_and_misshaped_tensors(tmp_path):
+  path = _write_resnet18(tmp_path)
+  workdir = tmp_path / "out" / "wd"
+  with pytest.raises(import_weights.WeightsMismatchError) as error:
+    import_weights.import_weights(str(path), "resnet50", str(workdir))
+  message = str(error.value)
+  assert "missing from the file (" in message
+  assert "batch_stats/stage1_block1/bn3/mean (256)" in message
+  assert re.search(r"\n    \.\.\. and \d+ more\n", message)
+  assert "shape differs (" in message
+  assert (
+    "layer1.0.conv1.weight -> params/stage1_block1/conv1/kernel: file "
+    "(3, 3, 64, 64), model (1, 1, 64, 64)" in message
+  )
+  assert not (tmp_path / "out").exists() or not any(
+    (tmp_path / "out").iterdir()
+  )
+
+
+def test_a_damaged_file_is_an_error_and_writes_nothing(tmp_path):
+  path = _write_resnet18(tmp_path)
+  data = path.read_bytes()
+  damaged = tmp_path / "damaged.safetensors"
+  damaged.write_bytes(data[: len(data) // 2])
+  workdir = tmp_path / "wd"
+  with pytest.raises(ValueError, match="not a readable .safetensors file"):
+    import_weights.import_weights(str(damaged), "resnet18", str(workdir))
+  assert not workdir.exists()
+
+
+def test_missing_and_unexpected_tensors_are_listed_with_shapes(tmp_path):
+  import safetensors.numpy
+
+  tensors = weight_files.read_tensors(str(_write_resnet18(tmp_path)))
+  del tensors["layer2.0.downsample.1.running_var"]
+  tensors["layer5.0.conv1.weight"] = np.zeros((8, 4, 3, 3), np.float32)
+  path = tmp_path / "edited.safetensors"
+  safetensors.numpy.save_file(tensors, str(path))
+  with pytest.raises(import_weights.WeightsMismatchError) as error:
+    import_weights.import_weights(str(path), "resnet18", str(tmp_path / "wd"))
+  lines = str(error.value).splitlines()
+  assert lines[1:] == [
+    "  missing from the file (1):",
+    "    batch_stats/stage2_block1/proj_bn/var (128)",
+    "  in the file but not in the model (1):",
+    "    layer5.0.conv1.weight (8, 4, 3, 3)",
+    "Nothing was written.",
+  ]
+  assert not (tmp_path / "wd").exists()
+
+
+def test_a_non_empty_workdir_is_never_overwritten(tmp_path):
+  path = _write_resnet18(tmp_path)
+  workdir = tmp_path / "wd"
+  workdir.mkdir()
+  (workdir / "mine.txt").write_text("keep")
+  with pytest.raises(FileExistsError, match="not empty"):
+    import_weights.import_weights(str(path), "resnet18", str(workdir))
+  assert [p.name for p in workdir.iterdir()] == ["mine.txt"]
+  assert (workdir / "mine.txt").read_text() == "keep"
+
+
+def test_a_file_of_another_library_names_the_right_arch(tmp_path):
+  path = tmp_path / "x.weights.h5"
+  path.write_bytes(b"")
+  with pytest.raises(ValueError, match=r"use --arch one of \['resnet50_k"):
+    import_weights.import_weights(str(path), "resnet50", str(tmp_path / "w"))
+
+
+class _Payload:
+  """Pickles as a call to open(path, "w"): it creates a file when loaded."""
+
+  def __init__(self, path):
+    self.path = str(path)
+
+  def __reduce__(self):
+    return (open, (self.path, "w"))
+
+
+def test_a_pth_with_a_code_payload_is_refused_and_does_not_run(tmp_path):
+  torch = pytest.importorskip("torch")
+  marker = tmp_path / "payload_ran"
+  path = tmp_path / "evil.pth"
+  state = _torch_model("resnet18", 3).state_dict()
+  torch.save({**state, "extra": _Payload(marker)}, path)
+  with pytest.raises(ValueError, match="refused or is damaged"):
+    import_weights.import_weights(str(path), "resnet18", str(tmp_path / "wd"))
+  assert not marker.exists()
+  assert not (tmp_path / "wd").exists()
+  # The payload is real: an unrestricted unpickling runs it.
+  torch.load(path, weights_only=False)
+  assert marker.exists()
+
+
+def test_a_pth_without_torch_says_how_to_convert(tmp_path, monkeypatch):
+  path = tmp_path / "model.pth"
+  path.write_bytes(b"not read")
+  monkeypatch.setitem(sys.modules, "torch", None)  # import torch fails
+  with pytest.raises(ImportError, match=r"safetensors.*save_file"):
+    weight_files.read_tensors(str(path))
