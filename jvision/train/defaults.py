@@ -158,13 +158,22 @@ def finetune_config() -> ml_collections.ConfigDict:
   data's classes. `finetune.mode` "linear" trains only the head on frozen
   features (backbone batch norm in inference mode); "finetune" trains all
   but the first `freeze_stages` stages, the backbone at
-  `backbone_lr_scale` times the head's learning rate.
+  `backbone_lr_scale` times the head's learning rate. `init_head` loads
+  `init_from`'s head as well. Unset data.mean and data.std take
+  `init_from`'s preprocessing.
   """
   config = supervised_config()
   config.trainer = "finetune"
   config.init_from = config_dict.placeholder(str)
   config.finetune = ml_collections.ConfigDict(
-    {"mode": "finetune", "backbone_lr_scale": 0.1, "freeze_stages": 0}
+    {
+      "mode": "finetune",
+      "backbone_lr_scale": 0.1,
+      "freeze_stages": 0,
+      # Also load init_from's head (its classes must be this data's): the
+      # second stage of a transfer schedule.
+      "init_head": False,
+    }
   )
   return config
 

@@ -102,6 +102,7 @@ ADDED_KEYS = {
   "eval_tta": "none",
   "optimizer.bn_and_bias_lr_factor": 1.0,
   "data.channel_order": "rgb",
+  "finetune.init_head": False,
 }
 
 

@@ -22,14 +22,17 @@ import csv
 import functools
 import importlib
 import importlib.util
+import json
 import os
 import pathlib
 import re
+import subprocess
 import sys
 import types
 
 import numpy as np
 import pytest
+from helpers import REPO as REPO_ROOT
 from helpers import png_bytes
 
 from jvision.ship import export, import_weights, predict, weight_files
@@ -170,6 +173,7 @@ def _check_parity(workdir, images, reference, tmp_path, *, onnx=True):
     assert np.abs(onnx_probs - _softmax(reference)).max() <= 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
   ("arch", "suffix", "num_classes"),
   [("resnet18", ".pth", 7), ("resnet50", ".safetensors", 1000)],
@@ -236,6 +240,7 @@ def _keras_logits(keras, model, images) -> np.ndarray:
   return np.asarray(model(x, training=False))
 
 
+@pytest.mark.slow
 def test_keras_resnet50_parity(keras_resnet50, tmp_path):
   keras, model = keras_resnet50
   assert model.count_params() == 25_636_712
@@ -390,3 +395,150 @@ def test_a_pth_without_torch_says_how_to_convert(tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "torch", None)  # import torch fails
   with pytest.raises(ImportError, match=r"safetensors.*save_file"):
     weight_files.read_tensors(str(path))
+
+
+# --- as a user runs it ------------------------------------------------------
+
+CLASSES = ("cat", "dog")
+
+
+def _jvision(*args, cwd):
+  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+  return subprocess.run(
+    [sys.executable, "-m", "jvision.cli", *args],
+    capture_output=True,
+    text=True,
+    cwd=cwd,
+    env=env,
+    timeout=600,
+  )
+
+
+def _folder(root: pathlib.Path, per_class: int = 8) -> pathlib.Path:
+  """root/{train,test}/{cat,dog}/*.png: reddish and bluish 32 px images."""
+  rng = np.random.default_rng(0)
+  for split in ("train", "test"):
+    for c, name in enumerate(CLASSES):
+      folder = root / split / name
+      folder.mkdir(parents=True)
+      for i in range(per_class):
+        image = rng.integers(0, 100, (32, 32, 3))
+        image[..., 0 if c == 0 else 2] += 120
+        (folder / f"{i}.png").write_bytes(png_bytes(image.astype(np.uint8)))
+  return root
+
+
+@pytest.fixture(scope="module")
+def imported_cli(tmp_path_factory):
+  """(root, workdir, data folder): a 2-class torchvision ResNet-18 imported
+  with `jvision import` on the command line."""
+  root = tmp_path_factory.mktemp("import_cli")
+  weights = _write_resnet18(root, num_classes=len(CLASSES))
+  data = _folder(root / "data")
+  workdir = root / "imported"
+  out = _jvision(
+    "import",
+    f"--weights={weights}",
+    "--arch=resnet18",
+    f"--workdir={workdir}",
+    f"--data=folder:{data}",
+    "--image_size=32",
+    cwd=REPO_ROOT,
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "imported resnet18 (torchvision layout)" in out.stdout
+  assert "a 2-class classifier" in out.stdout
+  return root, workdir, data
+
+
+@pytest.mark.slow
+def test_every_command_runs_on_an_imported_workdir(imported_cli):
+  root, workdir, data = imported_cli
+  record = json.loads((workdir / "config.json").read_text())
+  assert record["config"]["trainer"] == "import"
+  assert record["config"]["data"]["mean"] == list(import_weights.IMAGENET_MEAN)
+  assert record["class_names"] == ["class_0", "class_1"]
+  # predict with its default --top_k=3 on 2 classes: both classes.
+  out = _jvision(
+    "predict",
+    f"--workdir={workdir}",
+    f"--images={data / 'test'}",
+    f"--out={root / 'preds.csv'}",
+    cwd=root,
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  header = (root / "preds.csv").read_text().splitlines()[0]
+  assert header == "path,label,score,label_2,score_2,error"
+  out = _jvision("eval", f"--workdir={workdir}", cwd=root)
+  assert out.returncode == 0, out.stderr[-3000:]
+  metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
+  assert sum(metrics["confusion_matrix"], []) and metrics["split"] == "test"
+  out = _jvision(
+    "export", f"--workdir={workdir}", f"--out={root / 'm.onnx'}", cwd=root
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert (root / "m.onnx").stat().st_size > 1_000_000
+  out = _jvision(
+    "search",
+    f"--workdir={workdir}",
+    f"--index=folder:{data}",
+    f"--query={data / 'test' / 'cat' / '0.png'}",
+    "--k=3",
+    cwd=root,
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "cat/0.png" in out.stdout
+  out = _jvision(
+    "audit",
+    f"--data=folder:{data}",
+    f"--out={root / 'audit'}",
+    f"--encoder={workdir}",
+    cwd=root,
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert (root / "audit" / "issues.csv").exists()
+
+
+@pytest.mark.slow
+def test_transfer_recipe_trains_both_stages_from_an_import(imported_cli):
+  root, workdir, data = imported_cli
+  common = [
+    f"--config.data.name=folder:{data}",
+    "--config.model.name=resnet18",  # the imported arch; the recipe's is 50
+  ]
+  head = root / "head"
+  out = _jvision(
+    "train",
+    f"--config={REPO_ROOT / 'experiments' / 'transfer_resnet50.py'}"
+    ":head,runlocal",
+    f"--config.init_from={workdir}",
+    f"--workdir={head}",
+    *common,
+    cwd=root,
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  config = json.loads((head / "config.json").read_text())["config"]
+  assert config["data"]["mean"] == list(import_weights.IMAGENET_MEAN)
+  assert config["finetune"]["mode"] == "linear"
+  full = root / "full"
+  out = _jvision(
+    "train",
+    f"--config={REPO_ROOT / 'experiments' / 'transfer_resnet50.py'}"
+    ":full,runlocal",
+    f"--config.init_from={head}",
+    f"--workdir={full}",
+    *common,
+    cwd=root,
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "with its head" in out.stdout
+  out = _jvision(
+    "predict",
+    f"--workdir={full}",
+    f"--images={data / 'test' / 'dog'}",
+    f"--out={root / 'full.csv'}",
+    cwd=root,
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = (root / "full.csv").read_text().splitlines()
+  assert len(rows) == 9 and rows[1].split(",")[1] in CLASSES
