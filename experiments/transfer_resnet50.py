@@ -26,7 +26,7 @@ stage takes the preprocessing of its `init_from` (ImageNet statistics for
 torchvision weights; BGR caffe means with `--config.model.name=
 resnet50_keras` for Keras weights). Set `--config.num_train_steps` for your
 folder's size (the defaults are ~10 and ~20 epochs of 6,400 images).
-`runlocal` shrinks a stage to 4 steps of 8 images at 64 px, for tests.
+`runlocal` shrinks a stage to 4 steps of 8 images at 32 px, for tests.
 Not yet measured on named hardware: there are no downloaded ImageNet weights
 on the machines this was written on.
 """
@@ -80,8 +80,8 @@ def get_config(arg: str | None = None):
   config.keep_checkpoints = 1
   if runlocal:
     defaults.apply_runlocal(config, "runlocal", steps=4)
-    config.data.image_size = 64
-    config.augment.crop_padding = 8
+    config.data.image_size = 32
+    config.augment.crop_padding = 4
     config.batch_size = 8
     config.eval_batch_size = 8
     config.progress_bar = False

@@ -453,6 +453,8 @@ def imported_cli(tmp_path_factory):
 
 @pytest.mark.slow
 def test_every_command_runs_on_an_imported_workdir(imported_cli):
+  """predict, eval, search and audit --encoder on the command line (export
+  runs in the parity tests)."""
   root, workdir, data = imported_cli
   record = json.loads((workdir / "config.json").read_text())
   assert record["config"]["trainer"] == "import"
@@ -473,11 +475,6 @@ def test_every_command_runs_on_an_imported_workdir(imported_cli):
   assert out.returncode == 0, out.stderr[-3000:]
   metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
   assert sum(metrics["confusion_matrix"], []) and metrics["split"] == "test"
-  out = _jvision(
-    "export", f"--workdir={workdir}", f"--out={root / 'm.onnx'}", cwd=root
-  )
-  assert out.returncode == 0, out.stderr[-3000:]
-  assert (root / "m.onnx").stat().st_size > 1_000_000
   out = _jvision(
     "search",
     f"--workdir={workdir}",
@@ -532,13 +529,6 @@ def test_transfer_recipe_trains_both_stages_from_an_import(imported_cli):
   )
   assert out.returncode == 0, out.stderr[-3000:]
   assert "with its head" in out.stdout
-  out = _jvision(
-    "predict",
-    f"--workdir={full}",
-    f"--images={data / 'test' / 'dog'}",
-    f"--out={root / 'full.csv'}",
-    cwd=root,
-  )
-  assert out.returncode == 0, out.stderr[-3000:]
-  rows = (root / "full.csv").read_text().splitlines()
-  assert len(rows) == 9 and rows[1].split(",")[1] in CLASSES
+  config = json.loads((full / "config.json").read_text())["config"]
+  assert config["data"]["mean"] == list(import_weights.IMAGENET_MEAN)
+  assert config["finetune"]["init_head"] is True
