@@ -154,14 +154,15 @@ _KERAS_WEIGHT_ORDER = {
   "batch_normalization": ("gamma", "beta", "moving_mean", "moving_variance"),
   "dense": ("kernel", "bias"),
 }
-KERAS_HEAD_NAMES = ("predictions", "fc1000")  # Keras 3 / 2, Keras 2 early
+KERAS_HEAD = "predictions"  # keras.applications.ResNet50's classifier
+_KERNEL_BIAS = ("kernel", "bias")  # a Keras conv's or dense layer's weights
 
 
 def keras_target(name: str) -> Target | None:
   """The jvision target of a Keras ResNet tensor "LAYER/WEIGHT", or None."""
   layer, _, leaf = name.rpartition("/")
-  if layer in KERAS_HEAD_NAMES:
-    return Target("params", f"{HEAD}/{leaf}") if leaf in _DENSE else None
+  if layer == KERAS_HEAD:
+    return Target("params", f"{HEAD}/{leaf}") if leaf in _KERNEL_BIAS else None
   kind = layer.rsplit("_", 1)[-1]
   if layer in ("conv1_conv", "conv1_bn"):
     prefix = "stem_conv" if kind == "conv" else "stem_bn"
@@ -173,14 +174,13 @@ def keras_target(name: str) -> Target | None:
     inner = f"proj_{kind}" if k == 0 else f"{kind}{k}"
     prefix = f"stage{stage - 1}_block{block}/{inner}"
   if kind == "conv":
-    return Target("params", f"{prefix}/{leaf}") if leaf in _DENSE else None
+    return (
+      Target("params", f"{prefix}/{leaf}") if leaf in _KERNEL_BIAS else None
+    )
   if leaf not in _KERAS_BN_LEAVES:
     return None
   collection, jleaf = _KERAS_BN_LEAVES[leaf]
   return Target(collection, f"{prefix}/{jleaf}")
-
-
-_DENSE = ("kernel", "bias")
 
 
 def keras_layer_order(stage_sizes) -> dict[str, list[str]]:
@@ -199,7 +199,7 @@ def keras_layer_order(stage_sizes) -> dict[str, list[str]]:
   return {
     "conv2d": [f"{name}_conv" for name in order],
     "batch_normalization": [f"{name}_bn" for name in order],
-    "dense": [KERAS_HEAD_NAMES[0]],
+    "dense": [KERAS_HEAD],
   }
 
 
@@ -241,11 +241,8 @@ def head_size(tensors: dict, layout: str) -> int:
   if layout == "torchvision":
     weight = tensors.get("fc.weight")
     return int(weight.shape[0]) if weight is not None else 0
-  for name in KERAS_HEAD_NAMES:
-    kernel = tensors.get(f"{name}/kernel")
-    if kernel is not None:
-      return int(kernel.shape[-1])
-  return 0
+  kernel = tensors.get(f"{KERAS_HEAD}/kernel")
+  return int(kernel.shape[-1]) if kernel is not None else 0
 
 
 def model_shapes(arch: str, num_classes: int, image_size: int = 64) -> dict:

@@ -8,9 +8,9 @@
   loader, which rebuilds tensors and plain containers only and refuses any
   other object a pickle names (so a file's code payload never runs); without
   PyTorch, an error saying how to get a `.safetensors`;
-* `.h5` (Keras): h5py datasets, never the model config it may hold. Legacy
-  files (`model.save("x.h5")`, Keras 2's `save_weights`) name tensors
-  "LAYER/WEIGHT" ("conv1_conv/kernel"); Keras 3's `.weights.h5` numbers
+* `.h5` (Keras): h5py datasets, never the model config it may hold. HDF5
+  model files (`model.save("x.h5")`) and tf.keras `save_weights` files name
+  tensors "LAYER/WEIGHT" ("conv1_conv/kernel"); Keras 3's `.weights.h5` numbers
   layers by class in the model's layer order and weights by position, named
   here "conv2d_3/0" (`jvision.ship.import_weights` gives them their names).
 
