@@ -364,6 +364,48 @@ def test_a_file_of_another_library_names_the_right_arch(tmp_path):
     import_weights.import_weights(str(path), "resnet50", str(tmp_path / "w"))
 
 
+def test_a_file_without_classifier_imports_as_a_backbone(tmp_path):
+  import safetensors.numpy
+
+  tensors = weight_files.read_tensors(str(_write_resnet18(tmp_path)))
+  backbone = {k: v for k, v in tensors.items() if not k.startswith("fc.")}
+  path = tmp_path / "backbone.safetensors"
+  safetensors.numpy.save_file(backbone, str(path))
+  workdir = tmp_path / "wd"
+  summary = import_weights.import_weights(
+    str(path), "resnet18", str(workdir), image_size=32
+  )
+  assert summary["classes"] == 0
+  assert summary["params"] == 11_176_512  # ResNet-18 without its fc
+  model = ship_model.load(str(workdir))
+  assert model.class_names == () and model.classifier is None
+  with pytest.raises(ValueError, match="imported without a classifier"):
+    model.require_classifier()
+  features = model.embeddings(_images()[:2, :32, :32])
+  assert features.shape == (2, 512)
+  np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1, rtol=1e-5)
+
+
+def test_labels_name_the_classes_and_must_match_their_count(tmp_path):
+  path = _write_resnet18(tmp_path, num_classes=2)
+  spec = tmp_path / "labels.json"
+  classes = [{"id": i, "name": n} for i, n in enumerate(("cat", "dog"))]
+  spec.write_text(json.dumps({"name": "pets", "classes": classes}))
+  workdir = tmp_path / "wd"
+  import_weights.import_weights(
+    str(path), "resnet18", str(workdir), labels=str(spec), image_size=32
+  )
+  record = json.loads((workdir / "config.json").read_text())
+  assert record["class_names"] == ["cat", "dog"]
+  assert record["image_shape"] == [32, 32, 3]
+  spec.write_text(json.dumps({"name": "one", "classes": classes[:1]}))
+  with pytest.raises(ValueError, match="names 1 classes but the weights'"):
+    import_weights.import_weights(
+      str(path), "resnet18", str(tmp_path / "wd2"), labels=str(spec)
+    )
+  assert not (tmp_path / "wd2").exists()
+
+
 class _Payload:
   """Pickles as a call to open(path, "w"): it creates a file when loaded."""
 
