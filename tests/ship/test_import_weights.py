@@ -179,10 +179,10 @@ def _check_parity(workdir, images, reference, tmp_path, *, onnx=True):
   [("resnet18", ".pth", 7), ("resnet50", ".safetensors", 1000)],
 )
 def test_torchvision_parity(arch, suffix, num_classes, tmp_path):
+  model = _torch_model(arch, num_classes)  # skips without torchvision
   import safetensors.torch
   import torch
 
-  model = _torch_model(arch, num_classes)
   path = tmp_path / f"{arch}{suffix}"
   if suffix == ".pth":
     torch.save(model.state_dict(), path)
@@ -283,10 +283,10 @@ def test_keras_layer_order_is_keras_own(keras_resnet50):
 
 
 def _write_resnet18(tmp_path, suffix=".safetensors", num_classes=3):
+  model = _torch_model("resnet18", num_classes)  # skips without torchvision
   import safetensors.torch
   import torch
 
-  model = _torch_model("resnet18", num_classes)
   path = tmp_path / f"resnet18{suffix}"
   if suffix == ".safetensors":
     safetensors.torch.save_file(model.state_dict(), path)
@@ -326,9 +326,9 @@ def test_a_damaged_file_is_an_error_and_writes_nothing(tmp_path):
 
 
 def test_missing_and_unexpected_tensors_are_listed_with_shapes(tmp_path):
+  tensors = weight_files.read_tensors(str(_write_resnet18(tmp_path)))
   import safetensors.numpy
 
-  tensors = weight_files.read_tensors(str(_write_resnet18(tmp_path)))
   del tensors["layer2.0.downsample.1.running_var"]
   tensors["layer5.0.conv1.weight"] = np.zeros((8, 4, 3, 3), np.float32)
   path = tmp_path / "edited.safetensors"
@@ -365,9 +365,9 @@ def test_a_file_of_another_library_names_the_right_arch(tmp_path):
 
 
 def test_a_file_without_classifier_imports_as_a_backbone(tmp_path):
+  tensors = weight_files.read_tensors(str(_write_resnet18(tmp_path)))
   import safetensors.numpy
 
-  tensors = weight_files.read_tensors(str(_write_resnet18(tmp_path)))
   backbone = {k: v for k, v in tensors.items() if not k.startswith("fc.")}
   path = tmp_path / "backbone.safetensors"
   safetensors.numpy.save_file(backbone, str(path))
@@ -420,8 +420,8 @@ def test_a_pth_with_a_code_payload_is_refused_and_does_not_run(tmp_path):
   torch = pytest.importorskip("torch")
   marker = tmp_path / "payload_ran"
   path = tmp_path / "evil.pth"
-  state = _torch_model("resnet18", 3).state_dict()
-  torch.save({**state, "extra": _Payload(marker)}, path)
+  state = {"conv1.weight": torch.zeros(64, 3, 7, 7), "extra": _Payload(marker)}
+  torch.save(state, path)
   with pytest.raises(ValueError, match="refused or is damaged"):
     import_weights.import_weights(str(path), "resnet18", str(tmp_path / "wd"))
   assert not marker.exists()
