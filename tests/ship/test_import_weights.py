@@ -1,4 +1,4 @@
-"""Tests for jvision/ship/import_weights.py and weight_files.py.
+"""Tests for jvision/ship/import_weights.py, weight_files.py, weight_names.py.
 
 Parity with the libraries that made the weights: torchvision ResNets and
 Keras's ResNet50 are initialised at random by those libraries, saved by their
@@ -35,7 +35,13 @@ import pytest
 from helpers import REPO as REPO_ROOT
 from helpers import png_bytes
 
-from jvision.ship import export, import_weights, predict, weight_files
+from jvision.ship import (
+  export,
+  import_weights,
+  predict,
+  weight_files,
+  weight_names,
+)
 from jvision.ship import model as ship_model
 
 SIZE = 64  # input images: 64 x 64 RGB
@@ -272,7 +278,7 @@ def test_keras_legacy_h5_parity(keras_resnet50, tmp_path):
 
 def test_keras_layer_order_is_keras_own(keras_resnet50):
   keras, model = keras_resnet50
-  order = import_weights.keras_layer_order((3, 4, 6, 3))
+  order = weight_names.keras_layer_order((3, 4, 6, 3))
   for kind, cls in (
     ("conv2d", keras.layers.Conv2D),
     ("batch_normalization", keras.layers.BatchNormalization),
