@@ -32,3 +32,6 @@ echo "setup: installing jvision and its dependencies into $venv"
 # The ONNX converter, without its declared requirements (they would
 # downgrade orbax-checkpoint); its real needs are in the export extra.
 "$venv/bin/python" -m pip install -q --no-deps "jax2onnx==0.17.1"
+# torchvision's model definitions for the import parity tests, without its
+# declared torch requirement resolving again (its compiled ops are not used).
+"$venv/bin/python" -m pip install -q --no-deps "torchvision==0.28.0"

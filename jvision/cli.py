@@ -13,10 +13,13 @@
     jvision demo    [--workdir=DIR]
     jvision pack    --data=SPEC --out=DIR [--splits=train,test]
                     [--shard_mb=64] [--workers=N] [--data_dir=TFDS_DIR]
+    jvision import  --weights=FILE --arch=NAME --workdir=DIR
+                    [--data=SPEC] [--labels=labels.json] [--image_size=224]
 
 The logic lives in importable modules: `jvision.train` (trainers),
 `jvision.evaluate` (metrics and reports), `jvision.audit` (data audit),
-`jvision.data.pack` (record shards), `jvision.demo`.
+`jvision.data.pack` (record shards), `jvision.ship` (predict, export,
+search, weight import), `jvision.demo`.
 """
 
 from __future__ import annotations
@@ -47,7 +50,10 @@ _AUDIT = config_flags.DEFINE_config_dict(
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
 _DATA = flags.DEFINE_string(
-  "data", None, "Audit: the data spec to audit; pack: the source to pack."
+  "data",
+  None,
+  "Audit: the data spec to audit; pack: the source to pack; import: the "
+  "data spec recorded for eval.",
 )
 _OUT = flags.DEFINE_string(
   "out",
@@ -55,7 +61,10 @@ _OUT = flags.DEFINE_string(
   "Audit and pack: the output directory; predict: the CSV (default preds.csv).",
 )
 _LABELS = flags.DEFINE_string(
-  "labels", None, "Audit: a label spec JSON to validate the classes against."
+  "labels",
+  None,
+  "Audit: a label spec JSON to validate the classes against; import: the "
+  "names of the classifier's classes.",
 )
 _ENCODER = flags.DEFINE_string(
   "encoder", None, "Audit: a jvision workdir whose backbone embeds images."
@@ -101,6 +110,17 @@ _WORKERS = flags.DEFINE_integer(
 )
 _DATA_DIR = flags.DEFINE_string(
   "data_dir", None, "Pack: the TFDS data_dir of a tfds: source."
+)
+_WEIGHTS = flags.DEFINE_string(
+  "weights",
+  None,
+  "Import: a .safetensors, .pth/.pt (torchvision, timm) or .h5 (Keras) file.",
+)
+_ARCH = flags.DEFINE_string(
+  "arch", None, "Import: resnet18 | resnet34 | resnet50 | resnet50_keras."
+)
+_IMAGE_SIZE = flags.DEFINE_integer(
+  "image_size", 224, "Import: the input size images are resized to."
 )
 _COORDINATOR = flags.DEFINE_string(
   "coordinator_address",
@@ -232,6 +252,23 @@ def _pack(argv):
   print(pack.format_summary(result))
 
 
+def _import(argv):
+  from jvision.ship import import_weights
+
+  _require_workdir("import")
+  if not _WEIGHTS.value or not _ARCH.value:
+    raise app.UsageError("import needs --weights=FILE and --arch=NAME")
+  summary = import_weights.import_weights(
+    _WEIGHTS.value,
+    _ARCH.value,
+    _WORKDIR.value,
+    data=_DATA.value,
+    labels=_LABELS.value,
+    image_size=_IMAGE_SIZE.value,
+  )
+  print(import_weights.format_summary(summary))
+
+
 def _demo(argv):
   from jvision import demo
 
@@ -247,6 +284,7 @@ HANDLERS = {
   "search": _search,
   "demo": _demo,
   "pack": _pack,
+  "import": _import,
 }
 COMMANDS = tuple(HANDLERS)
 
@@ -282,7 +320,7 @@ def main(argv):
   except loop.Preempted as error:
     print(f"jvision {command}: {error}", file=sys.stderr)
     sys.exit(128 + signal.SIGTERM)  # 143, as if SIGTERM had killed it
-  except (ValueError, OSError, FloatingPointError) as error:
+  except (ValueError, OSError, ImportError, FloatingPointError) as error:
     if os.environ.get("JVISION_TRACEBACK"):
       raise
     print(

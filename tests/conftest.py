@@ -8,6 +8,8 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Keras (a test dependency: the import parity tests) on JAX, not TensorFlow.
+os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import pathlib  # noqa: E402
 

@@ -52,8 +52,8 @@ def map_batched(
   return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def _backbone_features(variables, images, *, model, mean, std):
-  x = augment.normalize(images, mean=mean, std=std)
+def _backbone_features(variables, images, *, model, preprocessing):
+  x = augment.normalize(images, **preprocessing)
   return model.apply(variables, x, train=False)  # [B, D]
 
 
@@ -92,8 +92,7 @@ def encoder_embeddings(
       _backbone_features,
       variables,
       model=model,
-      mean=tuple(config.data.mean),
-      std=tuple(config.data.std),
+      preprocessing=augment.preprocessing(config.data),
     )
   )
   features = map_batched(

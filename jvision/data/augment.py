@@ -14,27 +14,54 @@ import jax.numpy as jnp
 
 from jvision import configs_io
 
+# Channel orders a network may take its colour images in: "rgb" (every
+# model trained here, torchvision's) or "bgr" (Keras's "caffe" ResNets).
+CHANNEL_ORDERS = ("rgb", "bgr")
+
 
 def normalize(
-  images: jnp.ndarray, *, mean: Sequence[float], std: Sequence[float]
+  images: jnp.ndarray,
+  *,
+  mean: Sequence[float],
+  std: Sequence[float],
+  channel_order: str = "rgb",
 ) -> jnp.ndarray:
   """uint8 [N, H, W, C] -> float32 [N, H, W, C], per-channel standardised.
 
-  `mean` and `std` are in [0, 1] pixel units, one value per channel.
+  Images are RGB (or grey); "bgr" reverses the channels first. `mean` and
+  `std` are in [0, 1] pixel units, one value per channel in the order the
+  network takes them (Keras's caffe preprocessing, x - [103.939, 116.779,
+  123.68] on 0..255 BGR values, is mean = those / 255, std = 1 / 255).
   """
+  configs_io.check_choice("data.channel_order", channel_order, CHANNEL_ORDERS)
   x = images.astype(jnp.float32) / 255.0
+  if channel_order == "bgr":
+    x = x[..., ::-1]
   mean = jnp.asarray(mean, jnp.float32)  # [C]
   std = jnp.asarray(std, jnp.float32)  # [C]
   return (x - mean) / std
 
 
+def preprocessing(data_config) -> dict:
+  """`normalize`'s keyword arguments from a config's `data` section.
+
+  {"mean", "std", "channel_order"}; runs recorded before channel_order
+  existed took "rgb".
+  """
+  return {
+    "mean": tuple(data_config.mean),
+    "std": tuple(data_config.std),
+    "channel_order": data_config.get("channel_order", "rgb"),
+  }
+
+
 def normalize_views(
-  images: jnp.ndarray, key: jax.Array, *, mean, std
+  images: jnp.ndarray, key: jax.Array, *, mean, std, channel_order="rgb"
 ) -> jnp.ndarray:
   """The training view of streamed batches, which the stream workers have
   already cropped and flipped: `normalize` (the key is unused)."""
   del key
-  return normalize(images, mean=mean, std=std)
+  return normalize(images, mean=mean, std=std, channel_order=channel_order)
 
 
 def random_crop(
@@ -99,6 +126,7 @@ def train_preprocess(
   std: Sequence[float],
   crop_padding: int,
   flip: bool,
+  channel_order: str = "rgb",
 ) -> jnp.ndarray:
   """The supervised training view: normalise, random crop, random flip.
 
@@ -109,12 +137,13 @@ def train_preprocess(
     std: per-channel standard deviation in [0, 1] units.
     crop_padding: see `random_crop`.
     flip: whether to apply `random_flip`.
+    channel_order: see `normalize`.
 
   Returns:
     float32 [N, H, W, C].
   """
   crop_key, flip_key = jax.random.split(key)
-  x = normalize(images, mean=mean, std=std)
+  x = normalize(images, mean=mean, std=std, channel_order=channel_order)
   x = random_crop(x, crop_key, padding=crop_padding)
   if flip:
     x = random_flip(x, flip_key)

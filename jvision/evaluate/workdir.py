@@ -60,6 +60,9 @@ def load_variables(workdir: str) -> tuple[dict, int]:
 
 
 HEAD = "head"  # the classifier of supervised and fine-tuned models
+# config.trainer of a workdir that `jvision import` wrote from weights
+# trained elsewhere (jvision/ship/import_weights.py).
+IMPORTED = "import"
 
 
 def backbone_variables(variables: dict, trainer: str) -> dict:
@@ -109,7 +112,7 @@ def predict(
   `split` is arrays {"image": uint8 [N, H, W, C]}, an ArrayDataset, or a
   streamed split (`stream.Streamed`, centre-cropped by its workers)."""
   normalize = functools.partial(
-    augment.normalize, mean=config.data.mean, std=config.data.std
+    augment.normalize, **augment.preprocessing(config.data)
   )
   step = jax.jit(
     functools.partial(predict_step, model=model, normalize=normalize, tta=tta),
@@ -152,6 +155,33 @@ def extra_metrics(labels, probabilities) -> dict:
   return out
 
 
+def _check_evaluable(workdir: str, config, record: dict) -> None:
+  """Raises for an imported workdir without a classifier or a data spec."""
+  if config.trainer != IMPORTED:
+    return
+  if not record.get("class_names"):
+    raise ValueError(
+      f"{workdir} holds weights imported without a classifier; train one "
+      f"on them with --config.init_from={workdir}"
+    )
+  if not config.data.name:
+    raise ValueError(
+      f"{workdir} was imported without a data spec to evaluate on; import "
+      "it again with --data=SPEC (a labelled source with the classifier's "
+      f"{len(record['class_names'])} classes)"
+    )
+
+
+def _check_class_count(workdir: str, record: dict, dataset, spec) -> None:
+  """Raises when the classifier's classes and the data's differ in number."""
+  names = record.get("class_names")
+  if names and len(names) != dataset.num_classes:
+    raise ValueError(
+      f"{workdir}'s classifier has {len(names)} classes but its data "
+      f"{spec!r} has {dataset.num_classes}"
+    )
+
+
 def evaluate_workdir(
   workdir: str, split: str = "test", tta: str | None = None
 ) -> dict:
@@ -175,9 +205,12 @@ def evaluate_workdir(
       "(jvision.train.defaults.finetune_config) and "
       f"--config.init_from={workdir}"
     )
+  record = read_record(workdir)
+  _check_evaluable(workdir, config, record)
   data = from_config.open_split(config, split)
   streamed = isinstance(data, stream.Streamed)
   dataset = data.index if streamed else data  # labels, ids, class names
+  _check_class_count(workdir, record, dataset, config.data.name)
   model = models.create_model(
     config.model.name,
     num_classes=dataset.num_classes,

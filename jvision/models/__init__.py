@@ -32,6 +32,7 @@ from jvision.models.resnet import (
   ResNet18,
   ResNet34,
   ResNet50,
+  ResNet50Keras,
   ResNetTiny,
 )
 
@@ -46,6 +47,7 @@ __all__ = [
   "ResNet18",
   "ResNet34",
   "ResNet50",
+  "ResNet50Keras",
   "ResNetTiny",
   "SeedCNN",
   "config_kwargs",
@@ -60,6 +62,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
   "resnet18": ResNet18,
   "resnet34": ResNet34,
   "resnet50": ResNet50,
+  "resnet50_keras": ResNet50Keras,
   "resnet_tiny": ResNetTiny,
 }
 

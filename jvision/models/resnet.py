@@ -1,4 +1,4 @@
-"""ResNet family (v1.5, the torchvision layout) in flax.linen.
+"""ResNet family (v1.5, the torchvision layout, and Keras's v1) in flax.linen.
 
 The block structure matches torchvision so parameter counts agree:
 ResNet-18 with the CIFAR stem and 10 classes has 11,173,962 parameters,
@@ -14,6 +14,15 @@ residual chain into the layout transposes of the weight-gradient convs and
 recomputes it there, 140-210 ms per 32 MB transpose instead of ~22 ms; with
 it (and the XLA flag in jvision/xla_defaults.py that keeps barriers through
 compilation) the ResNet-18 train step runs ~1.25x faster. Values are the same.
+
+`ResNet50Keras` is the layout of `keras.applications.ResNet50` (ResNet v1):
+a bottleneck strides on its first 1x1 conv (and its projection), convs have
+biases, batch norm uses epsilon 1.001e-5. With its 1000-class head it has
+25,583,592 parameters and 53,120 batch statistics, the 25,636,712 that Keras
+counts (Keras counts the moving means and variances as weights). Its stem
+(zero padding 3, 7x7 conv, zero padding 1, 3x3 max-pool) computes what the
+torchvision stem does: the pooled values follow a ReLU, so zero padding and
+-inf padding give the same maxima.
 
 Recorded intermediates (read them with `mutable=["intermediates"]`; each is
 a 1-tuple, flax's `sow` convention): "stage1".."stage4", the [N, h, w, C]
@@ -71,22 +80,26 @@ class _Layers(nn.Module):
     fence_conv_inputs: put an optimization barrier on each conv's input, so
       XLA materialises it once instead of fusing its producers into every
       consumer; None: `fence_by_default()`.
+    conv_bias: give every conv a bias (Keras's layout; torchvision has none).
+    norm_epsilon: batch norm's epsilon (torchvision 1e-5, Keras 1.001e-5).
   """
 
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   bn_axis_name: str | None = None
   fence_conv_inputs: bool | None = None
+  conv_bias: bool = False
+  norm_epsilon: float = 1e-5
 
   def conv(self, features, kernel, strides=1, *, name):
-    """A bias-free conv with torchvision's padding (kernel // 2)."""
+    """A conv with torchvision's symmetric padding (kernel // 2 a side)."""
     pad = kernel // 2
     layer = nn.Conv(
       features,
       (kernel, kernel),
       strides=(strides, strides),
       padding=((pad, pad), (pad, pad)),
-      use_bias=False,
+      use_bias=self.conv_bias,
       kernel_init=conv_init,
       dtype=self.dtype,
       param_dtype=self.param_dtype,
@@ -98,11 +111,11 @@ class _Layers(nn.Module):
     return lambda x: layer(jax.lax.optimization_barrier(x))
 
   def norm(self, *, train, name, zero_scale=False):
-    """Batch norm with torchvision's statistics (momentum 0.1 there)."""
+    """Batch norm with torchvision's momentum (0.1 there, 0.9 here)."""
     return nn.BatchNorm(
       use_running_average=not train,
       momentum=0.9,
-      epsilon=1e-5,
+      epsilon=self.norm_epsilon,
       scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones,
       axis_name=self.bn_axis_name,
       dtype=self.dtype,
@@ -119,12 +132,15 @@ class _Block(_Layers):
     strides: spatial stride of the block (1 or 2).
     zero_init_residual: start the last batch norm's scale at zero, so the
       block is the identity at init (Goyal et al., 2017).
+    stride_in_1x1: a bottleneck strides on its first 1x1 conv (ResNet v1,
+      Keras) instead of its 3x3 conv (v1.5, torchvision).
   """
 
   expansion: ClassVar[int] = 1
   filters: int = 64
   strides: int = 1
   zero_init_residual: bool = False
+  stride_in_1x1: bool = False
 
   def shortcut(self, x, *, train):
     """Identity, or a 1x1 conv + batch norm projection if shapes change."""
@@ -152,16 +168,18 @@ class BasicBlock(_Block):
 
 
 class BottleneckBlock(_Block):
-  """1x1 reduce, 3x3 (strided, as in v1.5), 1x1 expand by 4 (ResNet-50)."""
+  """1x1 reduce, 3x3, 1x1 expand by 4 (ResNet-50); the 3x3 strides (v1.5)
+  or, with `stride_in_1x1`, the first 1x1 (v1)."""
 
   expansion: ClassVar[int] = 4
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
     """Args: x [N, H, W, C_in]. Returns: [N, H / s, W / s, 4 * filters]."""
-    y = self.conv(self.filters, 1, name="conv1")(x)
+    s1, s3 = (self.strides, 1) if self.stride_in_1x1 else (1, self.strides)
+    y = self.conv(self.filters, 1, s1, name="conv1")(x)
     y = nn.relu(self.norm(train=train, name="bn1")(y))
-    y = self.conv(self.filters, 3, self.strides, name="conv2")(y)
+    y = self.conv(self.filters, 3, s3, name="conv2")(y)
     y = nn.relu(self.norm(train=train, name="bn2")(y))
     y = self.conv(self.filters * self.expansion, 1, name="conv3")(y)
     z = self.zero_init_residual
@@ -190,6 +208,8 @@ class ResNet(_Layers):
       jit, where batch norm already sees the global batch).
     fence_conv_inputs: optimization barriers on conv inputs (see _Layers);
       None: on for the CPU backend.
+    conv_bias, norm_epsilon: see _Layers.
+    stride_in_1x1: see _Block (only bottlenecks read it).
   """
 
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
@@ -198,6 +218,7 @@ class ResNet(_Layers):
   width: float = 1.0
   stem: str = "imagenet"
   zero_init_residual: bool = False
+  stride_in_1x1: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
@@ -252,6 +273,9 @@ class ResNet(_Layers):
       param_dtype=self.param_dtype,
       bn_axis_name=self.bn_axis_name,
       fence_conv_inputs=self.fence_conv_inputs,
+      conv_bias=self.conv_bias,
+      norm_epsilon=self.norm_epsilon,
+      stride_in_1x1=self.stride_in_1x1,
     )
     for j in range(num_blocks):
       strides = 2 if index > 0 and j == 0 else 1
@@ -268,6 +292,10 @@ ResNet34 = functools.partial(
 )
 ResNet50 = functools.partial(
   ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BottleneckBlock
+)
+# keras.applications.ResNet50's layout (ResNet v1; see the module docstring).
+ResNet50Keras = functools.partial(
+  ResNet50, stride_in_1x1=True, conv_bias=True, norm_epsilon=1.001e-5
 )
 # One block per stage at 1/8 width (8/16/32/64 channels): for tests.
 ResNetTiny = functools.partial(

@@ -2,9 +2,9 @@
 
 `export_onnx(workdir, out)` writes a model that takes the run's uint8 images
 [N, H, W, C] (NHWC, the run's size and channels) and returns float32
-"logits" [N, K] and softmax "probabilities" [N, K]; normalisation by the
-run's mean and std happens inside, so onnxruntime alone serves it
-(`serve_example(summary)` fills in the path and shape):
+"logits" [N, K] and softmax "probabilities" [N, K]; preprocessing (the
+run's channel order, mean and std) happens inside, so onnxruntime alone
+serves it (`serve_example(summary)` fills in the path and shape):
 
   import json, numpy as np, onnxruntime as ort
   session = ort.InferenceSession("model.onnx")
@@ -66,8 +66,7 @@ def export_onnx(
   summary = export_classifier(
     module,
     variables,
-    mean=model.mean,
-    std=model.std,
+    **model.preprocessing,
     image_shape=model.image_shape,
     out=out,
     batch=batch,
@@ -85,6 +84,7 @@ def export_classifier(
   std: Sequence[float],
   image_shape: Sequence[int],
   out: str,
+  channel_order: str = "rgb",
   batch: int | None = None,
   force: bool = False,
   metadata: dict[str, str] | None = None,
@@ -95,6 +95,7 @@ def export_classifier(
     module: a jvision classifier (`__call__(x, *, train)` -> [N, K] logits).
     variables: its variables (params and, for batch norm, batch_stats).
     mean, std: per-channel normalisation in [0, 1] pixel units.
+    channel_order: "rgb" or "bgr", see `augment.normalize`.
     image_shape: (H, W, C) of the images the network takes.
     out: the .onnx file to write.
     batch: a fixed batch size, or None for a dynamic batch dimension.
@@ -106,7 +107,9 @@ def export_classifier(
     shapes (the dynamic batch dimension appears as "N").
   """
   _check_out(out, force)
-  fn = inference_fn(module, variables, mean=mean, std=std)
+  fn = inference_fn(
+    module, variables, mean=mean, std=std, channel_order=channel_order
+  )
   proto = to_onnx_proto(fn, image_shape=image_shape, batch=batch)
   if metadata:
     import onnx
@@ -116,11 +119,13 @@ def export_classifier(
   return _summary(proto, out)
 
 
-def inference_fn(module, variables, *, mean, std):
+def inference_fn(module, variables, *, mean, std, channel_order="rgb"):
   """uint8 [N, H, W, C] -> (logits, probabilities), both float32 [N, K]."""
 
   def predict(images):
-    x = augment.normalize(images, mean=mean, std=std)
+    x = augment.normalize(
+      images, mean=mean, std=std, channel_order=channel_order
+    )
     logits = module.apply(variables, x, train=False)  # [N, K]
     return logits, jax.nn.softmax(logits, axis=-1)
 

@@ -32,10 +32,13 @@ class Model:
   Attributes:
     workdir: where it came from.
     config: the run's resolved config.
-    class_names: label names by id (empty for SimCLR pretraining).
+    class_names: label names by id (empty for SimCLR pretraining and for
+      an imported backbone).
     image_shape: (H, W, C) of the images the network takes.
-    mean, std: per-channel normalisation in [0, 1] units.
-    trainer: "supervised", "finetune" or "simclr".
+    preprocessing: `augment.normalize`'s mean, std (per channel, [0, 1]
+      units) and channel_order.
+    trainer: "supervised", "finetune", "simclr" or "import" (weights
+      trained elsewhere, `jvision import`).
     step: the checkpoint step.
     classifier: (variables, module) of the whole classifier, or None.
     backbone: (variables, module) giving pooled features.
@@ -45,8 +48,7 @@ class Model:
   config: ml_collections.ConfigDict
   class_names: tuple[str, ...]
   image_shape: tuple[int, int, int]
-  mean: tuple[float, ...]
-  std: tuple[float, ...]
+  preprocessing: dict
   trainer: str
   step: int
   classifier: tuple | None
@@ -79,9 +81,14 @@ class Model:
     """(variables, module) of the classifier, or ValueError for a run that
     has none (SimCLR pretraining)."""
     if self.classifier is None:
+      what = (
+        "weights imported without a classifier"
+        if self.trainer == eval_workdir.IMPORTED
+        else f"{self.trainer} pretraining"
+      )
       raise ValueError(
-        f"{self.workdir} holds {self.trainer} pretraining, which has no "
-        "classifier; fine-tune it first (experiments/*_finetune.py)"
+        f"{self.workdir} holds {what}, which has no classifier; fine-tune "
+        "it first (experiments/*_finetune.py, experiments/transfer_*.py)"
       )
     return self.classifier
 
@@ -111,7 +118,7 @@ class Model:
     )
 
   def _normalize(self, images):
-    return augment.normalize(images, mean=self.mean, std=self.std)
+    return augment.normalize(images, **self.preprocessing)
 
 
 def _probabilities(variables, module, normalize, images):
@@ -145,7 +152,7 @@ def load(workdir: str) -> Model:
     models.create_model(config.model.name, num_classes=0, **kwargs),
   )
   classifier = None
-  if config.trainer != "simclr":
+  if config.trainer != "simclr" and class_names:
     classifier = (
       variables,
       models.create_model(
@@ -155,10 +162,9 @@ def load(workdir: str) -> Model:
   return Model(
     workdir=workdir,
     config=config,
-    class_names=tuple(class_names) if config.trainer != "simclr" else (),
+    class_names=tuple(class_names) if classifier else (),
     image_shape=tuple(int(d) for d in image_shape),
-    mean=tuple(config.data.mean),
-    std=tuple(config.data.std),
+    preprocessing=augment.preprocessing(config.data),
     trainer=config.trainer,
     step=step,
     classifier=classifier,

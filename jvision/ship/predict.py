@@ -9,7 +9,8 @@ to every image under `images` and writes one CSV row per file:
   or a zip, the file name for a single file; rows are sorted by path.
 * label, score: the most probable class name and its softmax probability
   (4 decimals); label_i, score_i the i-th most probable, so scores descend
-  along a row. Only top_k (label, score) pairs are written.
+  along a row. Only top_k (label, score) pairs are written, or as many as
+  the model has classes when top_k is larger.
 * error: empty for a predicted file; for a file that cannot be read or
   decoded, the reason (e.g. "empty file (0 bytes)") with the label and score
   columns left empty. Unreadable files never stop the run.
@@ -197,13 +198,9 @@ def _predict_batch(
   return rows, unreadable
 
 
-def _check_top_k(top_k: int, num_classes: int | None = None) -> None:
+def _check_top_k(top_k: int) -> None:
   if not isinstance(top_k, int) or top_k < 1:
     raise ValueError(f"--top_k must be an integer >= 1, got {top_k!r}")
-  if num_classes is not None and top_k > num_classes:
-    raise ValueError(
-      f"--top_k={top_k} is more than the model's {num_classes} classes"
-    )
 
 
 def run_predict(
@@ -221,14 +218,16 @@ def run_predict(
     workdir: a trained run with a classifier (supervised or fine-tuned).
     images: an image file, a directory (searched recursively) or a .zip.
     out: the CSV to write (see the module docstring for its columns).
-    top_k: (label, score) pairs per row, 1..number of classes.
+    top_k: (label, score) pairs per row, >= 1; more than the model's
+      classes writes all of them (and the header has that many pairs).
     batch_size: files read, decoded and predicted at a time.
     progress: show a tqdm bar over files.
 
   Returns:
     {"images": files found, "predicted": files predicted, "unreadable":
-    [(path, reason), ...], "out": out, "class_counts": {class name: files
-    predicted as it}} (most common first).
+    [(path, reason), ...], "out": out, "top_k": pairs written per row,
+    "class_counts": {class name: files predicted as it}} (most common
+    first).
 
   Raises:
     FileNotFoundError: `images` or the workdir is missing.
@@ -244,7 +243,7 @@ def run_predict(
   try:
     model = ship_model.load(workdir)
     model.require_classifier()
-    _check_top_k(top_k, len(model.class_names))
+    top_k = min(top_k, len(model.class_names))  # all classes, at most
     unreadable, counts = _write_csv(
       model, source, out, top_k=top_k, batch_size=batch_size, progress=progress
     )
@@ -256,6 +255,7 @@ def run_predict(
     "predicted": n - len(unreadable),
     "unreadable": unreadable,
     "out": out,
+    "top_k": top_k,
     "class_counts": dict(counts.most_common()),
   }
 

@@ -44,6 +44,10 @@ def data_config() -> ml_collections.ConfigDict:
       # training split at start and written into DIR/config.json.
       "mean": config_dict.placeholder(tuple),
       "std": config_dict.placeholder(tuple),
+      # The channel order the network takes: "rgb", or "bgr" (Keras's
+      # caffe-style ResNets, e.g. from `jvision import`). Images are read
+      # as RGB; mean and std are per channel in this order.
+      "channel_order": "rgb",
       # How batches reach the devices (jvision/data/feed.py): "host" (a
       # prefetch thread copies each batch), "device" (the split is kept on
       # every device and batches are gathered there) or "auto" ("device"
@@ -182,13 +186,22 @@ def finetune_config() -> ml_collections.ConfigDict:
   data's classes. `finetune.mode` "linear" trains only the head on frozen
   features (backbone batch norm in inference mode); "finetune" trains all
   but the first `freeze_stages` stages, the backbone at
-  `backbone_lr_scale` times the head's learning rate.
+  `backbone_lr_scale` times the head's learning rate. `init_head` loads
+  `init_from`'s head as well. Unset data.mean and data.std take
+  `init_from`'s preprocessing.
   """
   config = supervised_config()
   config.trainer = "finetune"
   config.init_from = config_dict.placeholder(str)
   config.finetune = ml_collections.ConfigDict(
-    {"mode": "finetune", "backbone_lr_scale": 0.1, "freeze_stages": 0}
+    {
+      "mode": "finetune",
+      "backbone_lr_scale": 0.1,
+      "freeze_stages": 0,
+      # Also load init_from's head (its classes must be this data's): the
+      # second stage of a transfer schedule.
+      "init_head": False,
+    }
   )
   return config
 

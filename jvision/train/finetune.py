@@ -11,6 +11,13 @@ this data's classes. Modes (`config.finetune.mode`):
             (stem + stages 1..k); the backbone's learning rate is
             `backbone_lr_scale` times the head's.
 
+With `finetune.init_head` the head of `init_from` loads too (its classes
+must be this data's): the second stage of a transfer schedule, which trains
+the whole network from the head a `linear` stage trained. A config that
+leaves `data.mean` and `data.std` unset takes the preprocessing of
+`init_from` (mean, std, channel order): what the pretrained weights expect,
+e.g. ImageNet statistics for a workdir of `jvision import`.
+
 The train and eval steps are the supervised ones; only the state (which
 parameters load, which train, at what rate) and the batch-norm mode differ.
 Resume order: the newest checkpoint of this workdir, then `init_from`.
@@ -24,8 +31,10 @@ import re
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 
 from jvision import models
+from jvision.data import augment
 from jvision.evaluate import workdir as eval_workdir
 from jvision.train import setup, supervised
 
@@ -65,15 +74,31 @@ def pretrained_backbone(workdir: str) -> tuple[dict, dict, str]:
   return params, stats, f"init_from {description}"
 
 
-def merge_backbone(fresh: dict, pretrained: dict, *, what: str) -> dict:
-  """`fresh` with every non-head leaf replaced by the pretrained one.
+def pretrained_variables(workdir: str) -> tuple[dict, dict, str]:
+  """(params, batch_stats, description) of `init_from`, head included."""
+  try:
+    variables, step = eval_workdir.load_variables(workdir)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"config.init_from={workdir}: {e}") from e
+  return (
+    variables["params"],
+    variables.get("batch_stats") or {},
+    f"init_from {workdir} (with its head, step {step})",
+  )
+
+
+def merge_backbone(
+  fresh: dict, pretrained: dict, *, what: str, with_head: bool = False
+) -> dict:
+  """`fresh` with every non-head leaf (every leaf, `with_head`) replaced by
+  the pretrained one.
 
   Raises:
     CheckpointMismatchError: listing the parameters missing from the
       checkpoint, those it has in excess, and those whose shapes differ.
   """
   fresh_flat, pre_flat = _flat(fresh), _flat(pretrained)
-  wanted = {p for p in fresh_flat if p.split("/")[0] != HEAD}
+  wanted = {p for p in fresh_flat if with_head or p.split("/")[0] != HEAD}
   missing = sorted(wanted - set(pre_flat))
   unexpected = sorted(set(pre_flat) - wanted)
   shapes = sorted(
@@ -126,25 +151,52 @@ def update_scales(params: dict, finetune) -> dict:
   return jax.tree_util.tree_map_with_path(scale, params)
 
 
-def make_init_fn(workdir: str):
-  """`variables -> variables` loading `workdir`'s backbone (with .source)."""
-  params, stats, source = pretrained_backbone(workdir)
+def make_init_fn(workdir: str, *, with_head: bool = False):
+  """`variables -> variables` loading `workdir`'s backbone (and, `with_head`,
+  its head), with `.source`."""
+  load = pretrained_variables if with_head else pretrained_backbone
+  params, stats, source = load(workdir)
+  part = "network" if with_head else "backbone"
 
   def init(variables):
     out = {
       "params": merge_backbone(
-        variables["params"], params, what=f"backbone of {workdir}"
+        variables["params"],
+        params,
+        what=f"{part} of {workdir}",
+        with_head=with_head,
       ),
       "batch_stats": variables["batch_stats"],
     }
     if variables["batch_stats"]:
       out["batch_stats"] = merge_backbone(
-        variables["batch_stats"], stats, what=f"batch statistics of {workdir}"
+        variables["batch_stats"],
+        stats,
+        what=f"batch statistics of {workdir}",
+        with_head=with_head,
       )
     return out
 
   init.source = source
   return init
+
+
+def with_pretrained_preprocessing(
+  config: ml_collections.ConfigDict,
+) -> ml_collections.ConfigDict:
+  """`config` with `init_from`'s mean, std and channel order when it leaves
+  data.mean and data.std unset; else `config` itself."""
+  if config.data.mean is not None or config.data.std is not None:
+    return config
+  try:
+    pretrained = eval_workdir.read_config(config.init_from)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"config.init_from={config.init_from}: {e}") from e
+  preprocessing = augment.preprocessing(pretrained.data)
+  config = ml_collections.ConfigDict(config.to_dict())  # a private copy
+  config.data.update(preprocessing)
+  logging.info("preprocessing of %s: %s", config.init_from, preprocessing)
+  return config
 
 
 @setup.one_writer
@@ -162,6 +214,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     raise ValueError(
       f"config.finetune.mode={config.finetune.mode!r}; use linear or finetune"
     )
+  config = with_pretrained_preprocessing(config)
   run = setup.prepare_run(config, workdir)
   config = run.config
   model = models.create_model(
@@ -174,7 +227,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     run,
     model,
     workdir,
-    init_fn=make_init_fn(config.init_from),
+    init_fn=make_init_fn(
+      config.init_from, with_head=config.finetune.get("init_head", False)
+    ),
     update_scales_fn=scales,
   )
   linear = config.finetune.mode == "linear"

@@ -170,6 +170,11 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   )
   from_config.stream_workers(config)  # a bad count fails before data loads
   configs_io.check_choice("eval_tta", config.eval_tta, augment.TTA_MODES)
+  configs_io.check_choice(
+    "data.channel_order",
+    config.data.get("channel_order", "rgb"),
+    augment.CHANNEL_ORDERS,
+  )
   parallel.check_batch_size(
     config.eval_batch_size, mesh, name="eval_batch_size"
   )

@@ -292,6 +292,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
       "negatives from the batch, so micro-batches would change the loss "
       "(fewer negatives), not just its memory; use 1 and a batch that fits"
     )
+  channel_order = config.data.get("channel_order", "rgb")
+  if channel_order != "rgb":
+    raise ValueError(
+      f"config.data.channel_order={channel_order!r}: SimCLR's colour "
+      "augmentations take RGB images; use 'rgb'"
+    )
   run = setup.prepare_run(config, workdir)
   config, mesh = run.config, run.mesh
   if run.streamed:  # two crops of each image, made by the stream workers
@@ -321,7 +327,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     probe_weight=probe_weight,
   )
   normalize = functools.partial(
-    augment.normalize, mean=config.data.mean, std=config.data.std
+    augment.normalize, **augment.preprocessing(config.data)
   )
   embed_fn = jax.jit(
     functools.partial(embed_step, preprocess=normalize),

@@ -155,13 +155,12 @@ def train_preprocess(config, *, streamed: bool):
   """(uint8 images, key) -> float32 training views: pad-crop and flip on
   device for in-memory data; for streamed data the workers have cropped
   and flipped, and the device only normalises."""
-  d = config.data
+  preprocessing = augment.preprocessing(config.data)
   if streamed:
-    return functools.partial(augment.normalize_views, mean=d.mean, std=d.std)
+    return functools.partial(augment.normalize_views, **preprocessing)
   return functools.partial(
     augment.train_preprocess,
-    mean=d.mean,
-    std=d.std,
+    **preprocessing,
     crop_padding=config.augment.crop_padding,
     flip=config.augment.flip,
   )
@@ -184,7 +183,7 @@ def build_task(run, started, *, bn_train: bool = True, frozen=None):
     accum_steps=config.grad_accum_steps,
   )
   normalize = functools.partial(
-    augment.normalize, mean=config.data.mean, std=config.data.std
+    augment.normalize, **augment.preprocessing(config.data)
   )
   p_eval = parallel.jit_data_parallel(
     functools.partial(eval_step, preprocess=normalize, tta=config.eval_tta),

@@ -150,6 +150,8 @@ ADDED_KEYS = {
   "augment.crop_ratio": [3 / 4, 4 / 3],
   "knn.monitor_data": None,
   "knn.monitor_splits": ["train", "test"],
+  "data.channel_order": "rgb",
+  "finetune.init_head": False,
 }
 
 

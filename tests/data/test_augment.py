@@ -21,6 +21,36 @@ def test_normalize_matches_numpy():
   assert out.dtype == jnp.float32
 
 
+def test_bgr_normalize_is_keras_caffe_preprocessing():
+  # Keras's "caffe" mode: RGB -> BGR, minus [103.939, 116.779, 123.68] on
+  # 0..255 values, no scaling; in [0, 1] units, mean / 255 and std 1 / 255.
+  x = _images()
+  caffe = np.array([103.939, 116.779, 123.68])
+  out = augment.normalize(
+    x, mean=tuple(caffe / 255), std=(1 / 255,) * 3, channel_order="bgr"
+  )
+  ref = x[..., ::-1].astype(np.float64) - caffe
+  np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-4)
+
+
+def test_unknown_channel_order_is_a_clear_error():
+  with pytest.raises(ValueError, match="data.channel_order='gbr'; use one"):
+    augment.normalize(
+      _images(), mean=(0,) * 3, std=(1,) * 3, channel_order="gbr"
+    )
+
+
+def test_preprocessing_of_a_config_recorded_before_channel_order():
+  import ml_collections
+
+  data = ml_collections.ConfigDict({"mean": [0.5], "std": [0.25]})
+  assert augment.preprocessing(data) == {
+    "mean": (0.5,),
+    "std": (0.25,),
+    "channel_order": "rgb",
+  }
+
+
 def test_random_crop_is_a_shift_of_the_padded_image():
   x = jnp.asarray(_images(n=16, c=1), jnp.float32)
   out = augment.random_crop(x, jax.random.PRNGKey(0), padding=2)

@@ -53,3 +53,34 @@ def test_flip_tta_averages_the_logits_of_both_mirror_images(trained_workdir):
 def test_unknown_tta_is_a_clear_error(trained_workdir):
   with pytest.raises(ValueError, match="config.eval_tta='crop'; use one of"):
     eval_workdir.evaluate_workdir(str(trained_workdir), "test", tta="crop")
+
+
+def _imported_record(workdir, *, data, class_names):
+  """config.json of an imported workdir (no checkpoint: eval stops first)."""
+  from jvision.ship import import_weights
+  from jvision.train import workdir as workdir_lib
+
+  config = import_weights.import_config(
+    "resnet18", weights="w.safetensors", sha256="0", data=data, image_size=32
+  )
+  workdir_lib.record(
+    str(workdir), config, class_names=class_names, image_shape=(32, 32, 3)
+  )
+
+
+def test_eval_of_an_import_without_data_says_how_to_give_it(tmp_path):
+  _imported_record(tmp_path, data=None, class_names=["a", "b"])
+  with pytest.raises(ValueError, match="without a data spec.*--data=SPEC"):
+    eval_workdir.evaluate_workdir(str(tmp_path))
+
+
+def test_eval_of_an_imported_backbone_points_to_finetuning(tmp_path):
+  _imported_record(tmp_path, data="mnist", class_names=[])
+  with pytest.raises(ValueError, match="without a classifier"):
+    eval_workdir.evaluate_workdir(str(tmp_path))
+
+
+def test_eval_on_data_with_another_class_count_is_an_error(tmp_path):
+  _imported_record(tmp_path, data="mnist", class_names=["a", "b", "c"])
+  with pytest.raises(ValueError, match="has 3 classes but its data 'mnist'"):
+    eval_workdir.evaluate_workdir(str(tmp_path))

@@ -10,6 +10,7 @@ from jvision.models.resnet import (
   ResNet18,
   ResNet34,
   ResNet50,
+  ResNet50Keras,
   ResNetTiny,
   scaled_width,
 )
@@ -33,6 +34,34 @@ def _init_shapes(model, shape):
 )
 def test_param_counts_match_torchvision(model, shape, expected):
   assert count_params(_init_shapes(model, shape)["params"]) == expected
+
+
+def test_keras_resnet50_counts_match_keras():
+  # keras.applications.ResNet50().count_params() is 25,636,712: its trainable
+  # weights plus the batch-norm moving means and variances
+  # (tests/ship/test_import_weights.py checks it against Keras itself).
+  shapes = _init_shapes(ResNet50Keras(num_classes=1000), (1, 224, 224, 3))
+  assert count_params(shapes["params"]) == 25_583_592
+  assert count_params(shapes["batch_stats"]) == 53_120
+  assert count_params(shapes) == 25_636_712
+
+
+def test_keras_resnet50_has_conv_biases_and_stage_shapes():
+  shapes = _init_shapes(ResNet50Keras(num_classes=0), (1, 64, 64, 3))
+  block = shapes["params"]["stage2_block1"]
+  assert block["conv1"]["kernel"].shape == (1, 1, 256, 128)
+  assert block["conv1"]["bias"].shape == (128,)
+  model = ResNet50Keras(num_classes=0)
+  x = jnp.zeros((1, 64, 64, 3))
+  variables = model.init(jax.random.key(0), x, train=False)
+  _, state = model.apply(variables, x, train=False, mutable=["intermediates"])
+  stages = [state["intermediates"][f"stage{i}"][0].shape for i in (1, 2, 3, 4)]
+  assert stages == [
+    (1, 16, 16, 256),
+    (1, 8, 8, 512),
+    (1, 4, 4, 1024),
+    (1, 2, 2, 2048),
+  ]
 
 
 def test_imagenet_stem_feature_shapes():

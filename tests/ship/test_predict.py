@@ -182,17 +182,26 @@ def test_single_unreadable_file_is_a_row_not_a_crash(
   ]
 
 
-@pytest.mark.parametrize(
-  ("top_k", "match"), [(0, "top_k must be .* >= 1, got 0"), (11, "top_k=11")]
-)
-def test_top_k_out_of_range_is_an_error(
-  trained_workdir, image_dir, tmp_path, top_k, match
-):
+def test_top_k_below_one_is_an_error(trained_workdir, image_dir, tmp_path):
   out = tmp_path / "preds.csv"
-  with pytest.raises(ValueError, match=match):
-    _run(trained_workdir, image_dir, out, top_k=top_k)
+  with pytest.raises(ValueError, match="top_k must be .* >= 1, got 0"):
+    _run(trained_workdir, image_dir, out, top_k=0)
   assert not out.exists()
   assert list(tmp_path.iterdir()) == []  # No temporary file left behind.
+
+
+def test_top_k_above_the_class_count_writes_every_class(
+  trained_workdir, image_dir, tmp_path, expected, model
+):
+  out = tmp_path / "preds.csv"
+  summary = _run(trained_workdir, image_dir, out, top_k=11)
+  header, rows = _read(out)
+  assert summary["top_k"] == 10
+  assert header == predict.csv_header(10)
+  assert header[-3:] == ["label_10", "score_10", "error"]
+  good = [row for row in rows if not row["error"]]
+  assert len(good) == NUM_DIGITS
+  _check_predictions(good, expected, model.class_names, 10)
 
 
 def test_refuses_to_overwrite_a_file_that_is_not_predictions(

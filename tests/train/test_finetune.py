@@ -126,3 +126,23 @@ def test_new_head_for_another_class_count(simclr_workdir, tmp_path):
   params, _ = _params(tmp_path / "ft3")
   assert params["head"]["kernel"].shape == (64, 3)
   assert params["head"]["bias"].shape == (3,)
+
+
+def test_unset_mean_and_std_take_the_preprocessing_of_init_from(tmp_path):
+  from jvision.ship import import_weights
+  from jvision.train import workdir as workdir_lib
+
+  imported = import_weights.import_config(
+    "resnet50_keras", weights="w.h5", sha256="0", data=None, image_size=64
+  )
+  workdir_lib.record(str(tmp_path), imported)
+  config = defaults.finetune_config()
+  config.init_from = str(tmp_path)
+  taken = finetune.with_pretrained_preprocessing(config)
+  assert taken.data.channel_order == "bgr"
+  np.testing.assert_allclose(
+    np.asarray(taken.data.mean) * 255, [103.939, 116.779, 123.68]
+  )
+  assert config.data.mean is None  # the caller's config is not changed
+  config.data.mean, config.data.std = (0.5,) * 3, (0.2,) * 3
+  assert finetune.with_pretrained_preprocessing(config) is config
