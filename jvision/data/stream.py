@@ -30,6 +30,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
+import time
 
 import grain
 import numpy as np
@@ -250,6 +252,25 @@ class EvalBatch(_Reading):
     }
 
 
+_PARENT_POLL_SECONDS = 1.0
+
+
+def _exit_with_parent(worker_index: int, worker_count: int) -> None:
+  """Worker start-up: ends this worker once its parent has died.
+
+  A trainer killed with SIGKILL cannot stop its workers; without this they
+  would live on (reparented) and keep its pipes open."""
+  del worker_index, worker_count
+  parent = os.getppid()
+
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(_PARENT_POLL_SECONDS)
+    os._exit(1)
+
+  threading.Thread(target=watch, daemon=True).start()
+
+
 def iterate(dataset: grain.MapDataset, workers: int, *, buffer: int = 2):
   """Iterates a map dataset in order: in `workers` processes (0: in this
   process, with `buffer` threads reading ahead)."""
@@ -263,7 +284,8 @@ def iterate(dataset: grain.MapDataset, workers: int, *, buffer: int = 2):
     iterable.mp_prefetch(
       grain.MultiprocessingOptions(
         num_workers=workers, per_worker_buffer_size=buffer
-      )
+      ),
+      worker_init_fn=_exit_with_parent,
     )
   )
 

@@ -60,7 +60,7 @@ def test_simclr_recipe_and_its_linear_evaluation(photos, tmp_path):
   linear = _recipe("imagenet_simclr_resnet50.py", f":linear,runlocal,{data}")
   linear.init_from = str(tmp_path / "simclr")
   out = finetune.train_and_evaluate(linear, str(tmp_path / "linear"))
-  assert out["source"].startswith("backbone of")
+  assert out["source"].startswith(f"init_from {tmp_path / 'simclr'}")
   assert 0.0 <= out["eval"]["accuracy"] <= 1.0
 
 
