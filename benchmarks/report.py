@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import statistics
 import sys
 
 from benchmarks.common import RESULTS, cpu_kind
@@ -275,7 +276,8 @@ def accuracy_rows(name: str, record: dict) -> list[str]:
   rates = [r.get("images_per_sec") for r in record["runs"]]
   rates = [rate for rate in rates if rate]
   if rates:
-    minutes_text = f"{minutes:.1f} min training each, {rates[0]:,.0f} img/s"
+    rate = statistics.median(rates)
+    minutes_text = f"{minutes:.1f} min training each, {rate:,.0f} img/s"
   else:
     minutes_text = f"{minutes:.1f} min training each"
   return [

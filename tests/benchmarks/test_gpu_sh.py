@@ -92,5 +92,7 @@ def test_without_a_gpu_it_stops_instead_of_measuring_the_cpu(tmp_path):
   assert out.returncode == 1
   assert "devices  failed   JAX could not start gpu" in summary
   log = (tmp_path / "out" / "gpu.log").read_text()
-  assert "JAX_PLATFORMS=cuda asked for gpu, which JAX could not start" in log
+  assert "JVISION_ACCELERATOR=gpu asked for gpu, which JAX could not start" in (
+    log
+  )
   assert list((tmp_path / "out" / "results").glob("*.json")) == []
