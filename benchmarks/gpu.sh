@@ -17,7 +17,8 @@
 #   compare  benchmarks.compare in bfloat16 with --batch_multiplier=4:
 #            jvision vs PyTorch on the same GPU, and the SimCLR step's MFU
 #            (needs torch with CUDA; skipped without torch)
-# The whole script keeps to $GPU_SH_BUDGET_S (540 s; 1500 s with --tiny,
+# GPU_SH_PARTS (default "fast simclr memory compare") runs a subset, e.g.
+# to rerun a failed part on a warm machine. The whole script keeps to $GPU_SH_BUDGET_S (540 s; 1500 s with --tiny,
 # whose parts are mostly start-up and compilation on a shared CPU): a part
 # starts with the smaller of its cap and the time left.
 #
@@ -90,14 +91,20 @@ setup_pip() {
       "$venv/bin/python" -m pip install -q "torch==2.13.0"; }
 }
 
+# The folders that hold python3's JAX and torch (its site-packages).
+IMAGE_SITES='import importlib.util as u, os
+for d in sorted({os.path.dirname(os.path.dirname(u.find_spec(m).origin))
+                 for m in ("jax", "torch") if u.find_spec(m)}): print(d)'
+
 setup_image() {
-  local venv=$1 site
-  site=$(python3 -c 'import site; print(site.getsitepackages()[0])') || return 1
+  local venv=$1 sites own dir
+  sites=$(python3 -c "$IMAGE_SITES") && [ -n "$sites" ] || return 1
   python3 -m venv "$venv" || return 1
-  local own
-  own=$("$venv/bin/python" -c 'import site; print(site.getsitepackages()[0])')
+  own=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   # The image's packages after the venv's own; then this checkout.
-  echo "import site; site.addsitedir('$site')" >"$own/zz_image_site.pth"
+  for dir in $sites; do
+    echo "import site; site.addsitedir('$dir')"
+  done >"$own/zz_image_site.pth"
   echo "$REPO" >"$own/zz_jvision_repo.pth"
   if [ -n "${JVISION_WHEELS:-}" ]; then
     "$venv/bin/python" -m pip install -q --no-index --no-deps \
@@ -136,9 +143,14 @@ setup() {
 # the budget left, its output appended to gpu.log; records ok / failed /
 # timeout / skipped with its seconds in summary.txt.
 FAILED=0
+PARTS=" ${GPU_SH_PARTS:-fast simclr memory compare} "
 run_part() {
   local name=$1 cap=$2
   shift 2
+  if [[ $PARTS != *" $name "* ]]; then
+    status "$name" skipped "not in GPU_SH_PARTS"
+    return
+  fi
   local left=$((BUDGET_S - (SECONDS - START)))
   if [ "$left" -lt 15 ]; then
     status "$name" skipped "no time left of the ${BUDGET_S} s budget"

@@ -14,6 +14,11 @@ One code path per step function; the wrapper decides how it runs
 
 Either way a run on 1 or 8 devices gives the same numbers for the same
 global batch.
+
+Every command starts with `initialize` (multi-host) and `start_devices`,
+which logs the backend and devices JAX found and refuses to run when the
+platform asked for (--accelerator, $JVISION_ACCELERATOR, a single
+JAX_PLATFORMS) is not there, instead of falling back to the CPU.
 """
 
 from __future__ import annotations
