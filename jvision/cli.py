@@ -11,6 +11,8 @@
     jvision search  --workdir=DIR --index=SPEC --query=IMAGE [--k=10]
                     [--index_split=train] | --eval [--eval_split=test]
     jvision demo    [--workdir=DIR]
+    jvision pack    --data=SPEC --out=DIR [--splits=train,test]
+                    [--shard_mb=64] [--workers=N] [--data_dir=TFDS_DIR]
 
 Every command first logs the JAX backend and devices it found; with
 `--accelerator=gpu|tpu|cpu` (or $JVISION_ACCELERATOR) a platform JAX cannot
@@ -18,7 +20,7 @@ start is an error, not a fall-back to the CPU.
 
 The logic lives in importable modules: `jvision.train` (trainers),
 `jvision.evaluate` (metrics and reports), `jvision.audit` (data audit),
-`jvision.demo`.
+`jvision.data.pack` (record shards), `jvision.demo`.
 """
 
 from __future__ import annotations
@@ -48,11 +50,13 @@ _AUDIT = config_flags.DEFINE_config_dict(
   lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
-_DATA = flags.DEFINE_string("data", None, "Audit: the data spec to audit.")
+_DATA = flags.DEFINE_string(
+  "data", None, "Audit: the data spec to audit; pack: the source to pack."
+)
 _OUT = flags.DEFINE_string(
   "out",
   None,
-  "Audit: the output directory; predict: the CSV (default preds.csv).",
+  "Audit and pack: the output directory; predict: the CSV (default preds.csv).",
 )
 _LABELS = flags.DEFINE_string(
   "labels", None, "Audit: a label spec JSON to validate the classes against."
@@ -89,6 +93,18 @@ _EVAL_SPLIT = flags.DEFINE_string(
 )
 _MAX_QUERIES = flags.DEFINE_integer(
   "max_queries", None, "Search --eval: a seeded sample of this many queries."
+)
+_SPLITS = flags.DEFINE_list(
+  "splits", None, "Pack: the splits to pack (default: all of the source's)."
+)
+_SHARD_MB = flags.DEFINE_float(
+  "shard_mb", 64.0, "Pack: the target size of a shard in megabytes."
+)
+_WORKERS = flags.DEFINE_integer(
+  "workers", None, "Pack: processes writing shards (default: one per core)."
+)
+_DATA_DIR = flags.DEFINE_string(
+  "data_dir", None, "Pack: the TFDS data_dir of a tfds: source."
 )
 _COORDINATOR = flags.DEFINE_string(
   "coordinator_address",
@@ -211,6 +227,22 @@ def _search(argv):
   print(search.format_result(result))
 
 
+def _pack(argv):
+  from jvision.data import pack
+
+  if not _DATA.value or not _OUT.value:
+    raise app.UsageError("pack needs --data=SPEC and --out=DIR")
+  result = pack.pack(
+    _DATA.value,
+    _OUT.value,
+    splits=tuple(_SPLITS.value or ()),
+    shard_mb=_SHARD_MB.value,
+    workers=_WORKERS.value,
+    data_dir=_DATA_DIR.value,
+  )
+  print(pack.format_summary(result))
+
+
 def _demo(argv):
   from jvision import demo
 
@@ -225,6 +257,7 @@ HANDLERS = {
   "export": _export,
   "search": _search,
   "demo": _demo,
+  "pack": _pack,
 }
 COMMANDS = tuple(HANDLERS)
 

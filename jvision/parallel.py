@@ -379,34 +379,3 @@ def pmean(tree, axis_name: str | None):
   if axis_name is None:
     return tree
   return jax.lax.pmean(tree, axis_name)
-
-
-def map_batches(
-  step_fn: Callable,
-  state,
-  arrays: dict[str, np.ndarray],
-  *,
-  mesh: Mesh,
-  batch_size: int,
-):
-  """`step_fn(state, batch)` over every example, outputs gathered to host.
-
-  Batches are padded to `batch_size` (one compiled shape) and the padding
-  is cut from the result. `step_fn` returns an array [B, ...] or a dict of
-  them; the result has the same structure with [N, ...] NumPy arrays.
-  """
-  from jvision.data import pipeline
-
-  num_examples = len(next(iter(arrays.values())))
-  outputs = []
-  for batch in pipeline.eval_batches(
-    arrays,
-    batch_size=batch_size,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-  ):
-    batch.pop("mask")
-    outputs.append(jax.device_get(step_fn(state, shard_batch(batch, mesh))))
-  return jax.tree.map(
-    lambda *parts: np.concatenate(parts)[:num_examples], *outputs
-  )

@@ -125,3 +125,34 @@ def jpeg_bytes(array, quality: int = 95, **kwargs) -> bytes:
   buffer = io.BytesIO()
   Image.fromarray(array).save(buffer, format="JPEG", quality=quality, **kwargs)
   return buffer.getvalue()
+
+
+def write_photo_folder(
+  root,
+  *,
+  classes=("a", "b", "c"),
+  per_class: int = 8,
+  splits=("train", "val"),
+  sizes=(40, 120),
+  seed: int = 0,
+):
+  """A folder of JPEGs of varied sizes in ImageNet's layout.
+
+  root/<split>/<class>/<class>_NNN.jpg, each class a different brightness
+  (so that a classifier can learn it), heights and widths drawn in `sizes`;
+  `classes=()` writes root/<split>/NNN.jpg (an unlabelled source).
+  """
+  import numpy as np
+
+  rng = np.random.default_rng(seed)
+  root = pathlib.Path(root)
+  for split in splits:
+    for c, name in enumerate(classes or ("",)):
+      folder = root / split / name
+      folder.mkdir(parents=True, exist_ok=True)
+      for i in range(per_class):
+        h, w = (int(v) for v in rng.integers(sizes[0], sizes[1], 2))
+        base = 60 * c + rng.integers(0, 60, (h, w, 3))
+        stem = f"{name}_{i:03d}" if name else f"{i:03d}"
+        (folder / f"{stem}.jpg").write_bytes(jpeg_bytes(base.astype(np.uint8)))
+  return root

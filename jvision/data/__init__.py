@@ -1,4 +1,5 @@
-"""Data sources: built-in datasets, TFDS, image folders and zips, IDX files.
+"""Data sources: built-in datasets, TFDS, image folders and zips, IDX files,
+packed record shards (`jvision pack`).
 
 Every source loads a split into an `ArrayDataset` (uint8 images [N, H, W, C],
 int32 labels [N], stable string ids [N]) through one call:

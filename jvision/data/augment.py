@@ -28,6 +28,15 @@ def normalize(
   return (x - mean) / std
 
 
+def normalize_views(
+  images: jnp.ndarray, key: jax.Array, *, mean, std
+) -> jnp.ndarray:
+  """The training view of streamed batches, which the stream workers have
+  already cropped and flipped: `normalize` (the key is unused)."""
+  del key
+  return normalize(images, mean=mean, std=std)
+
+
 def random_crop(
   images: jnp.ndarray, key: jax.Array, *, padding: int
 ) -> jnp.ndarray:

@@ -20,7 +20,8 @@ class ArrayDataset:
 
   Attributes:
     images: uint8 [N, H, W, C], C is 1 or 3.
-    labels: int32 [N], each in [0, num_classes).
+    labels: int32 [N], each in [0, num_classes); all -1 in an unlabelled
+      split (no class names).
     ids: numpy unicode [N]; stable per example: the relative path for folder
       sources, "<split>/<index>" (e.g. "train/000123") for array sources.
     class_names: names indexed by label id.
@@ -50,6 +51,11 @@ class ArrayDataset:
   @property
   def num_classes(self) -> int:
     return len(self.class_names)
+
+  @property
+  def labelled(self) -> bool:
+    """False for an unlabelled split (every label -1, no class names)."""
+    return bool(self.class_names)
 
   def take(self, indices: np.ndarray) -> "ArrayDataset":
     """Returns the examples at `indices` (int [M]), keeping `skipped`."""
@@ -84,6 +90,13 @@ def _check_arrays(
       f"images, labels and ids disagree on N: {images.shape[0]}, {n}, "
       f"{ids.shape[0]}"
     )
+  if num_classes == 0:
+    if n and (labels != -1).any():
+      raise DataError(
+        "an unlabelled split (no class names) must have every label -1, "
+        f"got labels in [{labels.min()}, {labels.max()}]"
+      )
+    return
   if n and (labels.min() < 0 or labels.max() >= num_classes):
     raise DataError(
       f"labels must lie in [0, {num_classes}), got "

@@ -39,7 +39,7 @@ from jvision.data.dataset import DataError
 
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})
 # What PIL raises on a file it cannot parse or that ends early.
-_PIL_ERRORS = (
+PIL_ERRORS = (
   OSError,
   SyntaxError,
   ValueError,
@@ -103,30 +103,54 @@ def decode_image(
     image = _to_target(_open(data), image_size, channels)
   except Image.UnidentifiedImageError as e:
     raise DecodeError(path, "not an image in a format Pillow reads") from e
-  except _PIL_ERRORS as e:
+  except PIL_ERRORS as e:
     raise DecodeError(path, f"{type(e).__name__}: {e}") from e
   array = np.asarray(image)
   return array[..., None] if array.ndim == 2 else array
 
 
+def open_checked(data: bytes) -> Image.Image:
+  """Opens an image file's header (nothing decoded yet).
+
+  Raises:
+    DecompressionBombError: it has more than `Image.MAX_IMAGE_PIXELS`
+      pixels (PIL's own limit, about 89 million), checked before any pixel
+      is decoded; PIL itself only warns below twice that.
+  """
+  image = Image.open(io.BytesIO(data))
+  limit = Image.MAX_IMAGE_PIXELS
+  width, height = image.size
+  if limit and width * height > limit:
+    raise Image.DecompressionBombError(
+      f"{width} x {height} = {width * height:,} pixels is above the "
+      f"{limit:,}-pixel limit (a decompression bomb?); not decoded"
+    )
+  return image
+
+
 def _open(data: bytes) -> Image.Image:
   """Opens, fully loads (so truncation raises) and uprights an image."""
-  image = Image.open(io.BytesIO(data))
+  image = open_checked(data)
   image.load()
   if image.format == "JPEG" and "exif" not in image.info:
     return image  # No orientation tag; skips a costly EXIF parse.
   return ImageOps.exif_transpose(image)
 
 
+def to_channels(image: Image.Image, channels: int | None) -> Image.Image:
+  """A loaded image as 8-bit L or RGB (module docstring: bit depths,
+  transparency and `channels`)."""
+  gray = image.mode in _GRAY_MODES or image.mode.startswith("I;16")
+  image = _drop_transparency(_to_8bit(image))
+  mode = "L" if (channels or (1 if gray else 3)) == 1 else "RGB"
+  return image if image.mode == mode else image.convert(mode)
+
+
 def _to_target(
   image: Image.Image, image_size: int | None, channels: int | None
 ) -> Image.Image:
   """Converts a loaded image to 8-bit L or RGB at the requested size."""
-  gray = image.mode in _GRAY_MODES or image.mode.startswith("I;16")
-  image = _drop_transparency(_to_8bit(image))
-  mode = "L" if (channels or (1 if gray else 3)) == 1 else "RGB"
-  if image.mode != mode:
-    image = image.convert(mode)
+  image = to_channels(image, channels)
   if image_size is not None and image.size != (image_size, image_size):
     image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
   return image

@@ -1,7 +1,9 @@
-"""How training batches reach the devices: from the host, or gathered on
-the devices from a device-resident copy of the split.
+"""How training batches reach the devices: from the host, gathered on the
+devices from a device-resident copy of the split, or streamed.
 
-`config.data.feed` says how the training loop gets each step's batch:
+A streamed run (`config.data.loading` resolved to "stream") reads its
+batches from `jvision.data.stream`'s worker processes (`Streamed`); the
+batches of an in-memory run reach the devices as `config.data.feed` says:
 
   host    (the host path) a background thread gathers the batch's images
           from the split in host memory and copies them to the devices.
@@ -30,7 +32,9 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jvision import configs_io, parallel
-from jvision.data import pipeline
+from jvision.data import pipeline, stream
+from jvision.data.dataset import ArrayDataset
+from jvision.data.stream import Streamed
 
 FEEDS = ("auto", "host", "device")
 # "auto" keeps a split on the devices when it takes at most this fraction
@@ -148,3 +152,103 @@ def train_batches(
       yield step, gather(resident, indices)
 
   return pipeline.prefetch(copied()) if feed == "host" else gathered()
+
+
+def streamed_batches(
+  streamed: Streamed,
+  mesh: Mesh,
+  *,
+  start: int,
+  stop: int,
+  batch_size: int,
+  seed: int,
+  skip_log: stream.SkipLog | None = None,
+) -> Iterator[tuple[int, dict]]:
+  """(step, global batch) for steps [start, stop) from the stream workers.
+
+  This process reads only its own slice of each global batch; unreadable
+  examples (replaced in their batch by the workers) go to `skip_log`.
+  """
+  num_examples = len(streamed.index)
+  local = stream.train_batches(
+    streamed.index,
+    streamed.settings,
+    start=start,
+    stop=stop,
+    batch_size=batch_size,
+    seed=seed,
+    workers=streamed.workers,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )
+
+  def placed():
+    for step, batch in local:
+      skipped = batch.pop("skipped")
+      if skip_log is not None and skipped:
+        epoch, _ = pipeline.stream_position(
+          step, batch_size=batch_size, num_examples=num_examples
+        )
+        skip_log.add(epoch, skipped)
+      yield step, parallel.shard_batch(batch, mesh)
+
+  return pipeline.prefetch(placed())
+
+
+def eval_batches(
+  split: ArrayDataset | Streamed | dict, *, batch_size: int
+) -> Iterator[dict]:
+  """This process's part of every example once, in padded batches:
+  {"image", "label", "mask" (float32 [b], 0 for padding)}, from memory (an
+  ArrayDataset, or its arrays {"image", ...}) or from the stream workers
+  (centre crops)."""
+  where = dict(
+    process_index=jax.process_index(), process_count=jax.process_count()
+  )
+  if not isinstance(split, Streamed):
+    arrays = split
+    if isinstance(split, ArrayDataset):
+      arrays = {"image": split.images, "label": split.labels}
+    yield from pipeline.eval_batches(arrays, batch_size=batch_size, **where)
+    return
+  for batch in stream.eval_batches(
+    split.index,
+    split.settings,
+    batch_size=batch_size,
+    workers=split.workers,
+    **where,
+  ):
+    batch.pop("skipped")
+    yield batch
+
+
+def split_size(split: ArrayDataset | Streamed | dict) -> int:
+  """The number of examples of a split: in memory (an ArrayDataset or its
+  arrays {"image": [N, ...], ...}) or streamed."""
+  if isinstance(split, Streamed):
+    return len(split.index)
+  if isinstance(split, dict):
+    return len(next(iter(split.values())))
+  return len(split)
+
+
+def map_split(
+  step_fn,
+  state,
+  split: ArrayDataset | Streamed | dict,
+  *,
+  mesh: Mesh,
+  batch_size: int,
+):
+  """`step_fn(state, {"image": ...})` over every example of `split` (as
+  `eval_batches` takes it), outputs gathered to the host: the same
+  structure with [N, ...] NumPy arrays (the last batch's padding cut off).
+  """
+  outputs = []
+  for batch in eval_batches(split, batch_size=batch_size):
+    batch = {"image": batch["image"]}
+    out = step_fn(state, parallel.shard_batch(batch, mesh))
+    outputs.append(jax.device_get(out))
+  return jax.tree.map(
+    lambda *parts: np.concatenate(parts)[: split_size(split)], *outputs
+  )

@@ -38,6 +38,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from jvision.data import cache, decode
+from jvision.data import labels as labels_lib
 from jvision.data.dataset import ArrayDataset, DataError, first_per_class
 from jvision.data.labels import LabelSpec, match_classes
 
@@ -48,6 +49,9 @@ IMAGE_EXTENSIONS = frozenset(
 )
 SPLIT_NAMES = frozenset({"train", "test", "val", "validation", "valid", "eval"})
 HOLDOUT_SPLITS = ("train", "test")
+# An unlabelled folder without split folders is one split of every image.
+UNLABELLED_SPLIT = "train"
+UNLABELLED = -1  # The label of every example of an unlabelled source.
 _MAX_LOGGED = 100  # Skipped paths listed in the warning.
 _SMALL_FILE_BYTES = 8192  # Below this median size, decode in one thread.
 
@@ -75,7 +79,14 @@ class FolderIndex:
     return "" not in self.by_split
 
   @property
+  def labelled(self) -> bool:
+    """False for a source without class folders (every label is -1)."""
+    return bool(self.class_names)
+
+  @property
   def splits(self) -> tuple[str, ...]:
+    if not self.has_split_folders and not self.labelled:
+      return (UNLABELLED_SPLIT,)
     if not self.has_split_folders:
       return HOLDOUT_SPLITS
     return tuple(sorted(self.by_split, key=_split_order))
@@ -87,41 +98,129 @@ def _split_order(name: str) -> tuple[int, str]:
   return rank, name
 
 
+# A file or zip member larger than this is refused without being read: no
+# image a model trains on needs more, and a zip member can inflate a small
+# archive into gigabytes (a zip bomb). Override with $JVISION_MAX_FILE_MB.
+MAX_FILE_BYTES = 256 * 2**20
+
+
+def max_file_bytes() -> int:
+  """The size above which a file or zip member is refused, in bytes."""
+  value = os.environ.get("JVISION_MAX_FILE_MB")
+  if not value:
+    return MAX_FILE_BYTES
+  try:
+    return int(float(value) * 2**20)
+  except ValueError as e:
+    raise DataError(
+      f"$JVISION_MAX_FILE_MB={value!r} is not a number of megabytes"
+    ) from e
+
+
+def unsafe_member(name: str) -> str | None:
+  """Why a zip member name is refused ("../x.png", "/etc/x"), else None."""
+  parts = name.replace("\\", "/").split("/")
+  if name.startswith(("/", "\\")) or (parts and parts[0].endswith(":")):
+    return "absolute path in the archive"
+  if ".." in parts:
+    return "path leaves the archive ('..')"
+  return None
+
+
 class Tree:
-  """Read access to the files of a directory or a zip."""
+  """Read access to the files of a directory or a zip.
+
+  The listing (`names`) is made on first use and the zip is opened on first
+  read, so a Tree is cheap to create and to send to a worker process (it
+  pickles without its open handle; each process opens its own). Zip members
+  whose names would leave the archive ("../x.png", absolute paths) are not
+  listed; they are in `refused` with the reason. Reads of files above
+  `max_file_bytes()` raise OSError before reading them.
+  """
 
   def __init__(self, path: str):
     self.path = path
+    self.is_zip = False
     self._zip = None
+    self._names = None
+    self.refused: list[tuple[str, str]] = []
     if os.path.isdir(path):
-      self.names = _walk(path)
+      pass
     elif zipfile.is_zipfile(path):
-      self._zip = zipfile.ZipFile(path)
-      self.names = sorted(n for n in self._zip.namelist() if n[-1:] != "/")
+      self.is_zip = True
     elif os.path.exists(path):
       raise DataError(f"folder:{path} is neither a directory nor a zip file")
     else:
       raise DataError(f"folder:{path} does not exist")
+    self.max_bytes = max_file_bytes()
+
+  def __getstate__(self) -> dict:
+    return {**self.__dict__, "_zip": None, "_names": None}
+
+  def _archive(self) -> zipfile.ZipFile:
+    if self._zip is None:
+      self._zip = zipfile.ZipFile(self.path)
+    return self._zip
+
+  @property
+  def names(self) -> list[str]:
+    """Every file, as sorted POSIX paths relative to the root."""
+    if self._names is None:
+      if self.is_zip:
+        self._names, self.refused = _zip_names(self._archive())
+      else:
+        self._names = _walk(self.path)
+    return self._names
 
   def read(self, name: str) -> bytes:
-    """The bytes of the file `name` (a POSIX path relative to the root)."""
-    if self._zip is not None:
+    """The bytes of the file `name` (a POSIX path relative to the root).
+
+    Raises:
+      OSError: the file is missing, unreadable, larger than the limit, or a
+        corrupt zip member.
+    """
+    size = self.size(name)
+    if size > self.max_bytes:
+      raise OSError(
+        f"file of {size / 2**20:.1f} MiB is above the "
+        f"{self.max_bytes / 2**20:.0f} MiB limit ($JVISION_MAX_FILE_MB); "
+        "not read"
+      )
+    if self.is_zip:
       try:
-        return self._zip.read(name)  # ZipFile serialises reads with a lock.
+        return self._archive().read(name)  # ZipFile locks its reads.
       except (zipfile.BadZipFile, zlib.error, EOFError) as e:
         raise OSError(f"corrupt zip member: {e}") from e
     with open(os.path.join(self.path, *name.split("/")), "rb") as f:
       return f.read()
 
   def size(self, name: str) -> int:
-    """The size in bytes of the file `name`."""
-    if self._zip is not None:
-      return self._zip.getinfo(name).file_size
+    """The size in bytes of the file `name` (inflated, for zip members)."""
+    if self.is_zip:
+      try:
+        return self._archive().getinfo(name).file_size
+      except KeyError as e:
+        raise OSError(f"no member {name!r} in {self.path}") from e
     return os.path.getsize(os.path.join(self.path, *name.split("/")))
 
   def close(self) -> None:
     if self._zip is not None:
       self._zip.close()
+      self._zip = None
+
+
+def _zip_names(archive: zipfile.ZipFile) -> tuple[list[str], list]:
+  """(sorted safe member names, [(name, reason)] of refused ones)."""
+  names, refused = [], []
+  for name in archive.namelist():
+    if name[-1:] == "/":
+      continue
+    reason = unsafe_member(name)
+    if reason:
+      refused.append((name, reason))
+    else:
+      names.append(name)
+  return sorted(names), sorted(refused)
 
 
 def _walk(path: str) -> list[str]:
@@ -185,6 +284,10 @@ def _strip_wrappers(names: list[str]) -> tuple[str, list[str]]:
 def index_folder(path: str) -> FolderIndex:
   """Lists and groups the images of a folder source.
 
+  A source whose images all lie directly in ROOT (or in ROOT/<split>/), or
+  in one single folder, has no class folders: it is unlabelled (its class
+  is "" and `labelled` is False).
+
   Args:
     path: a directory or a .zip in one of the module's layouts.
 
@@ -197,6 +300,15 @@ def index_folder(path: str) -> FolderIndex:
   """
   with open_tree(path) as tree:
     names = [n for n in tree.names if is_image(n)]
+    refused = tree.refused
+  if refused:
+    _log.warning(
+      "folder:%s: refused %d archive member(s) whose paths leave the "
+      "archive:\n%s",
+      path,
+      len(refused),
+      "\n".join(f"  {n}: {r}" for n, r in refused[:_MAX_LOGGED]),
+    )
   prefix, names = _strip_wrappers(names)
   if not names:
     raise DataError(
@@ -222,6 +334,9 @@ def index_folder(path: str) -> FolderIndex:
       continue
     split = parts[0] if splits else ""
     by_split.setdefault(split, []).append((name, parts[depth - 1]))
+  class_names = sorted({c for entries in by_split.values() for _, c in entries})
+  if not class_names or (len(class_names) == 1 and not outside):
+    return _unlabelled_index(path, prefix, names, splits, class_names)
   if outside:
     _log.warning(
       "folder:%s: ignoring %d image(s) outside class folders, e.g. %s",
@@ -229,14 +344,34 @@ def index_folder(path: str) -> FolderIndex:
       len(outside),
       outside[:5],
     )
-  if not by_split:
-    raise DataError(f"folder:{path} has no images inside class folders")
-  class_names = sorted({c for entries in by_split.values() for _, c in entries})
   return FolderIndex(
     path=path,
     prefix=prefix,
     by_split={s: tuple(sorted(e)) for s, e in by_split.items()},
     class_names=tuple(class_names),
+  )
+
+
+def _unlabelled_index(
+  path: str, prefix: str, names: list[str], splits: list, classes: list
+) -> FolderIndex:
+  """The index of a folder without class folders: every image, class ""."""
+  by_split: dict[str, list[tuple[str, str]]] = {}
+  for name in names:
+    split = name.split("/")[0] if splits else ""
+    by_split.setdefault(split, []).append((name, ""))
+  why = f"one folder {classes[0]!r}" if classes else "no class folders"
+  _log.info(
+    "folder:%s: %s, so it is an unlabelled source (label -1) of %d images",
+    path,
+    why,
+    len(names),
+  )
+  return FolderIndex(
+    path=path,
+    prefix=prefix,
+    by_split={s: tuple(sorted(e)) for s, e in by_split.items()},
+    class_names=(),
   )
 
 
@@ -294,6 +429,8 @@ def split_entries(
     )
   if index.has_split_folders:
     return index.by_split[split]
+  if not index.labelled:
+    return index.by_split[""]
   halves = holdout_split(
     index.by_split[""], seed=seed, holdout_fraction=holdout_fraction
   )
@@ -304,6 +441,13 @@ def class_mapping(
   index: FolderIndex, label_spec: LabelSpec | None
 ) -> tuple[dict[str, int], tuple[str, ...]]:
   """({folder class name: id}, class_names) from the folders or a spec."""
+  if not index.labelled:
+    if label_spec is not None:
+      raise DataError(
+        f"folder:{index.path} has no class folders (an unlabelled source), "
+        f"so label spec {label_spec.name!r} cannot name its classes"
+      )
+    return {"": UNLABELLED}, ()
   if label_spec is None:
     names = index.class_names
     return {n: i for i, n in enumerate(names)}, names
@@ -357,7 +501,7 @@ def load_folder(
     "seed": seed,
     "holdout_fraction": holdout_fraction,
     "max_per_class": max_per_class,
-    "label_spec": None if label_spec is None else _spec_key(label_spec),
+    "label_spec": labels_lib.cache_key(label_spec),
   }
 
   def compute():
@@ -372,11 +516,6 @@ def load_folder(
     dataset = compute()
   warn_skipped(f"folder:{path}", split, dataset.skipped)
   return dataset
-
-
-def _spec_key(spec: LabelSpec) -> list:
-  """What of a label spec affects loading: names and aliases per id."""
-  return [[c.name, *c.aliases] for c in spec.classes]
 
 
 def _load_uncached(

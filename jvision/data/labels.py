@@ -249,3 +249,11 @@ def match_classes(
       f"several folders map to one class of label spec {spec.name!r}: {clashes}"
     )
   return mapping
+
+
+def cache_key(spec: LabelSpec | None) -> list | None:
+  """What of a label spec changes a loaded split (names and aliases per
+  id), for the decoded-array cache's key; None without a spec."""
+  if spec is None:
+    return None
+  return [[c.name, *c.aliases] for c in spec.classes]

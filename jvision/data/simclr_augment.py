@@ -492,12 +492,21 @@ def simclr_view(
     float32 [N, H, W, C] in [0, 1].
   """
   _check_config(config)
-  crop_key, flip_key, color_key, gray_key, blur_key = jax.random.split(key, 5)
+  crop_key, flip_key, *appearance_keys = jax.random.split(key, 5)
   x = random_resized_crop(
     images, crop_key, scale=config["crop_scale"], ratio=config["crop_ratio"]
   )
   if config["flip"]:
     x = random_flip(x, flip_key)
+  return _appearance(x, appearance_keys, config)
+
+
+def _appearance(
+  x: jnp.ndarray, keys: Sequence[jax.Array], config: AugmentConfig
+) -> jnp.ndarray:
+  """Colour jitter, grayscale and blur of a view (float32 [N, H, W, C] in
+  [0, 1]) with their three keys; zero probabilities leave ops out."""
+  color_key, gray_key, blur_key = keys
   if config["color_p"] > 0 and config["color_strength"] > 0:
     x = color_jitter(
       x, color_key, strength=config["color_strength"], p=config["color_p"]
@@ -507,6 +516,40 @@ def simclr_view(
   if config["blur_p"] > 0:
     x = gaussian_blur(x, blur_key, p=config["blur_p"])
   return x
+
+
+def cropped_views(
+  pairs_uint8: jnp.ndarray,
+  key: jax.Array,
+  *,
+  config: AugmentConfig,
+  mean: Sequence[float],
+  std: Sequence[float],
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """`two_views` of streamed batches, whose two crops (and flips) per
+  image the stream workers have made (jvision/data/stream.py): colour
+  jitter, grayscale, blur and standardisation of each.
+
+  Args:
+    pairs_uint8: uint8 [N, 2, H, W, C], two crops of each image.
+    key: PRNG key for this batch.
+    config: as `simclr_view` (its crop and flip keys are not read here).
+    mean: per-channel mean in [0, 1] units.
+    std: per-channel standard deviation in [0, 1] units.
+
+  Returns:
+    (view1, view2), float32 [N, H, W, C] each, (x - mean) / std.
+  """
+  _check_config(config)
+  _check_channels(pairs_uint8[:, 0])
+  x = pairs_uint8.astype(jnp.float32) / 255.0  # [N, 2, H, W, C]
+  mean = jnp.asarray(mean, jnp.float32)  # [C]
+  std = jnp.asarray(std, jnp.float32)  # [C]
+  views = []
+  for i, view_key in enumerate(jax.random.split(key)):
+    keys = jax.random.split(view_key, 5)[2:]  # as simclr_view's last three
+    views.append((_appearance(x[:, i], keys, config) - mean) / std)
+  return views[0], views[1]
 
 
 def two_views(

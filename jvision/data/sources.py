@@ -4,6 +4,7 @@
     tfds:NAME[:CONFIG]                  a TFDS dataset prepared in data_dir
     folder:PATH                         a directory or .zip of class folders
     idx:DIR                             MNIST-style IDX files
+    packed:DIR                          record shards written by `jvision pack`
 
 `load(spec, split)` returns an `ArrayDataset` whatever the kind.
 """
@@ -11,13 +12,14 @@
 import dataclasses
 import os
 
-from jvision.data import builtin, decode, folder, idx, tfds_source
+from jvision.data import builtin, decode, folder, idx, packed, tfds_source
 from jvision.data.dataset import ArrayDataset, DataError
 from jvision.data.labels import LabelSpec, load_label_spec
 
-KINDS = ("builtin", "tfds", "folder", "idx")
+KINDS = ("builtin", "tfds", "folder", "idx", "packed")
 _FORMS = (
-  "fashion_mnist | mnist | cifar10 | tfds:NAME[:CONFIG] | folder:PATH | idx:DIR"
+  "fashion_mnist | mnist | cifar10 | tfds:NAME[:CONFIG] | folder:PATH | "
+  "idx:DIR | packed:DIR"
 )
 
 
@@ -26,9 +28,9 @@ class DataSpec:
   """A parsed data spec.
 
   Attributes:
-    kind: "builtin", "tfds", "folder" or "idx".
-    name: the built-in or TFDS dataset name, or the folder/IDX path (with
-      "~" expanded).
+    kind: "builtin", "tfds", "folder", "idx" or "packed".
+    name: the built-in or TFDS dataset name, or the folder/IDX/pack path
+      (with "~" expanded).
     config: the TFDS builder config, else None.
   """
 
@@ -41,7 +43,8 @@ def parse_spec(spec: str) -> DataSpec:
   """Parses a data spec string.
 
   Args:
-    spec: e.g. "mnist", "tfds:cifar10", "folder:~/pets.zip", "idx:/data".
+    spec: e.g. "mnist", "tfds:cifar10", "folder:~/pets.zip", "idx:/data",
+      "packed:/data/pets".
 
   Returns:
     The parsed spec.
@@ -54,7 +57,7 @@ def parse_spec(spec: str) -> DataSpec:
   if spec in builtin.NAMES:
     return DataSpec("builtin", spec)
   kind, sep, rest = spec.partition(":")
-  if sep and kind in ("folder", "idx"):
+  if sep and kind in ("folder", "idx", "packed"):
     if not rest:
       raise DataError(f"data spec {spec!r} lacks a path after '{kind}:'")
     return DataSpec(kind, os.path.expanduser(rest))
@@ -93,6 +96,8 @@ def splits(spec: str, data_dir: str | None = None) -> tuple[str, ...]:
     return found
   if parsed.kind == "folder":
     return folder.index_folder(parsed.name).splits
+  if parsed.kind == "packed":
+    return packed.packed_splits(parsed.name)
   return tfds_source.tfds_splits(parsed.name, parsed.config, data_dir)
 
 
@@ -128,7 +133,7 @@ def load(
       TFDS class names must be its names or aliases and ids come from it;
       for IDX it names the classes. Built-ins use their own spec when None.
     cache: read and write the decoded-array cache (`$JVISION_CACHE`) for
-      folder and TFDS sources.
+      folder, TFDS and packed sources.
 
   Returns:
     The split: images uint8 [N, H, W, C], labels int32 [N], ids [N].
@@ -187,6 +192,10 @@ def _load_parsed(
       progress=progress,
       use_cache=use_cache,
       **options,
+    )
+  if parsed.kind == "packed":
+    return packed.load_packed(
+      parsed.name, split, progress=progress, use_cache=use_cache, **options
     )
   holdout = dict(seed=seed, holdout_fraction=holdout_fraction)
   if parsed.kind == "folder":

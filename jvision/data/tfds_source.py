@@ -18,6 +18,7 @@ import numpy as np
 import tqdm
 
 from jvision.data import cache, decode
+from jvision.data import labels as labels_lib
 from jvision.data.dataset import ArrayDataset, DataError, first_per_class
 from jvision.data.labels import LabelSpec, match_classes
 
@@ -90,6 +91,22 @@ def open_builder(name: str, config: str | None, data_dir: str | None):
   return builder
 
 
+def open_split_builder(
+  name: str, config: str | None, split: str, data_dir: str | None
+):
+  """(builder, "NAME[/CONFIG]") of a prepared dataset with an "image" and a
+  ClassLabel "label" feature and the split `split`; DataError otherwise."""
+  builder = open_builder(name, config, data_dir)
+  full = full_name(name, config)
+  _check_features(builder.info.features, full)
+  if split not in builder.info.splits:
+    raise DataError(
+      f"tfds:{full} has splits {list(builder.info.splits.keys())}, not "
+      f"{split!r}"
+    )
+  return builder, full
+
+
 def is_prepared(name: str, data_dir: str | None) -> bool:
   """Whether `name` is a TFDS dataset prepared in data_dir."""
   try:
@@ -138,14 +155,7 @@ def load_tfds(
     The split.
   """
   decode.check_options(image_size, channels)
-  builder = open_builder(name, config, data_dir)
-  full = full_name(name, config)
-  _check_features(builder.info.features, full)
-  if split not in builder.info.splits:
-    raise DataError(
-      f"tfds:{full} has splits {list(builder.info.splits.keys())}, not "
-      f"{split!r}"
-    )
+  builder, full = open_split_builder(name, config, split, data_dir)
 
   def compute():
     return _read_split(
@@ -169,9 +179,7 @@ def load_tfds(
     "image_size": image_size,
     "channels": channels,
     "max_per_class": max_per_class,
-    "label_spec": None
-    if label_spec is None
-    else [[c.name, *c.aliases] for c in label_spec.classes],
+    "label_spec": labels_lib.cache_key(label_spec),
   }
   return cache.cached(key, compute)
 
@@ -203,18 +211,8 @@ def _read_split(
   progress: bool,
 ) -> ArrayDataset:
   """Reads the records of a split, then decodes the selected images."""
-  tfds = _tfds()
-  encoded = isinstance(builder.info.features["image"], tfds.features.Image)
-  decoders = {"image": tfds.decode.SkipDecoding()} if encoded else None
-  try:
-    source = tfds.data_source(
-      full, split=split, data_dir=data_dir, download=False, decoders=decoders
-    )
-  except NotImplementedError as e:  # Prepared as TFRecord, not ArrayRecord.
-    raise DataError(
-      f"tfds:{full} in {_where(data_dir)} is not in a random-access format "
-      f"({e}); {_prepare_hint(full, data_dir)}"
-    ) from e
+  encoded = _is_encoded(builder)
+  source = _data_source(full, split, data_dir, encoded)
   images, labels = _read_records(source, f"{full} {split}", progress)
   width = max(6, len(str(len(labels) - 1)))
   ids = np.asarray([f"{split}/{i:0{width}d}" for i in range(len(labels))])
@@ -253,6 +251,68 @@ def _read_split(
   )
 
 
+def _is_encoded(builder) -> bool:
+  """Whether the "image" feature is stored as an encoded file."""
+  return isinstance(builder.info.features["image"], _tfds().features.Image)
+
+
+def _data_source(full: str, split: str, data_dir: str | None, encoded: bool):
+  """`tfds.data_source` of one split, encoded images left undecoded."""
+  tfds = _tfds()
+  decoders = {"image": tfds.decode.SkipDecoding()} if encoded else None
+  try:
+    return tfds.data_source(
+      full, split=split, data_dir=data_dir, download=False, decoders=decoders
+    )
+  except NotImplementedError as e:  # Prepared as TFRecord, not ArrayRecord.
+    raise DataError(
+      f"tfds:{full} in {_where(data_dir)} is not in a random-access format "
+      f"({e}); {_prepare_hint(full, data_dir)}"
+    ) from e
+
+
+def open_source(full: str, split: str, data_dir: str | None):
+  """The random-access records of one prepared split (for a stream worker):
+  record i is {"image": encoded bytes or uint8 [H, W, C], "label": int}."""
+  name, _, config = full.partition("/")
+  builder = open_builder(name, config or None, data_dir)
+  return _data_source(full, split, data_dir, _is_encoded(builder))
+
+
+def read_labels(
+  name: str,
+  config: str | None,
+  split: str,
+  *,
+  data_dir: str | None = None,
+  label_spec: LabelSpec | None = None,
+  progress: bool = True,
+) -> tuple[np.ndarray, tuple[str, ...]]:
+  """(int32 labels [N], class names) of one split, in record order.
+
+  One pass over the records; the images are not decoded.
+  """
+  builder, full = open_split_builder(name, config, split, data_dir)
+  source = _data_source(full, split, data_dir, _is_encoded(builder))
+  labels = np.empty(len(source), np.int32)
+  with tqdm.tqdm(
+    total=len(source), desc=f"indexing {full} {split}", disable=not progress
+  ) as bar:
+    for start in range(0, len(source), _READ_CHUNK):
+      indices = list(range(start, min(len(source), start + _READ_CHUNK)))
+      for i, record in zip(indices, _records(source, indices), strict=True):
+        labels[i] = record["label"]
+      bar.update(len(indices))
+  names = builder.info.features["label"].names
+  return _apply_label_spec(labels, names, label_spec, full)
+
+
+def _records(source, indices: list[int]) -> list:
+  if hasattr(source, "__getitems__"):
+    return source.__getitems__(indices)
+  return [source[i] for i in indices]
+
+
 def _read_records(source, desc: str, progress: bool) -> tuple[list, np.ndarray]:
   """Reads every record: (images, int32 labels [N])."""
   images, labels = [], []
@@ -260,11 +320,7 @@ def _read_records(source, desc: str, progress: bool) -> tuple[list, np.ndarray]:
   with tqdm.tqdm(total=n, desc=f"reading {desc}", disable=not progress) as bar:
     for start in range(0, n, _READ_CHUNK):
       indices = list(range(start, min(n, start + _READ_CHUNK)))
-      if hasattr(source, "__getitems__"):
-        records = source.__getitems__(indices)
-      else:
-        records = [source[i] for i in indices]
-      for record in records:
+      for record in _records(source, indices):
         images.append(record["image"])
         labels.append(record["label"])
       bar.update(len(indices))

@@ -20,8 +20,7 @@ import numpy as np
 
 from jvision import checkpoint as checkpoint_lib
 from jvision import configs_io, models, parallel
-from jvision.data import augment
-from jvision.data.from_config import load_split
+from jvision.data import augment, feed, from_config, stream
 from jvision.evaluate import calibration, knn, plots
 from jvision.evaluate import metrics as metrics_lib
 from jvision.evaluate import report as report_lib
@@ -103,9 +102,12 @@ def predict_step(variables, batch, *, model, normalize, tta="none"):
 
 
 def predict(
-  variables, arrays, *, model, config, mesh, tta: str = "none"
+  variables, split, *, model, config, mesh, tta: str = "none"
 ) -> np.ndarray:
-  """Logits (or features) of every example of `arrays`: float32 [N, K]."""
+  """Logits (or features) of every example of `split`: float32 [N, K].
+
+  `split` is arrays {"image": uint8 [N, H, W, C]}, an ArrayDataset, or a
+  streamed split (`stream.Streamed`, centre-cropped by its workers)."""
   normalize = functools.partial(
     augment.normalize, mean=config.data.mean, std=config.data.std
   )
@@ -115,13 +117,15 @@ def predict(
     out_shardings=parallel.replicated(mesh),
   )
   variables = parallel.replicate(variables, mesh)
-  return parallel.map_batches(
-    step, variables, arrays, mesh=mesh, batch_size=config.eval_batch_size
+  return feed.map_split(
+    step, variables, split, mesh=mesh, batch_size=config.eval_batch_size
   )
 
 
 def embed(variables, images, *, config, mesh) -> np.ndarray:
   """L2-normalised backbone features of uint8 images: float32 [N, D].
+
+  `images` is uint8 [N, H, W, C] or a streamed split (`predict`'s).
 
   The same features as `jvision.ship.model.Model.embeddings`, computed here
   because ship imports evaluate, not the reverse.
@@ -129,9 +133,10 @@ def embed(variables, images, *, config, mesh) -> np.ndarray:
   backbone = models.create_model(
     config.model.name, num_classes=0, **models.config_kwargs(config.model)
   )
+  split = images if isinstance(images, stream.Streamed) else {"image": images}
   features = predict(
     backbone_variables(variables, config.trainer),
-    {"image": images},
+    split,
     model=backbone,
     config=config,
     mesh=mesh,
@@ -170,7 +175,9 @@ def evaluate_workdir(
       "(jvision.train.defaults.finetune_config) and "
       f"--config.init_from={workdir}"
     )
-  dataset = load_split(config, split)
+  data = from_config.open_split(config, split)
+  streamed = isinstance(data, stream.Streamed)
+  dataset = data.index if streamed else data  # labels, ids, class names
   model = models.create_model(
     config.model.name,
     num_classes=dataset.num_classes,
@@ -178,10 +185,9 @@ def evaluate_workdir(
   )
   variables, step = load_variables(workdir)
   mesh = parallel.create_mesh()
-  arrays = {"image": dataset.images}
   logits = predict(
     variables,
-    arrays,
+    data,
     model=model,
     config=config,
     mesh=mesh,
@@ -215,14 +221,15 @@ def evaluate_workdir(
   sample = report_lib.stratified_sample(
     dataset.labels, report_lib.MAX_MAP_POINTS, config.seed
   )
-  features = embed(variables, dataset.images[sample], config=config, mesh=mesh)
+  sampled = data.take(sample) if streamed else dataset.images[sample]
+  features = embed(variables, sampled, config=config, mesh=mesh)
   map_xy = report_lib.embedding_map(features, config.seed)
   timings["embeddings and t-SNE"] = time.perf_counter() - tic
   results = report_lib.EvalResults(
     metrics=report,
     labels=np.asarray(dataset.labels),
     probabilities=probabilities,
-    images=dataset.images,
+    images=stream.LazyImages(data) if streamed else dataset.images,
     ids=dataset.ids,
     map_indices=sample,
     map_xy=map_xy,

@@ -102,11 +102,15 @@ class _Source:
       raise FileNotFoundError(f"--images={path} does not exist")
     self._tree = None
     self._file = None
+    self._refused = {}
     if os.path.isdir(path) or _is_zip(path):
       if not os.path.isdir(path) and not zipfile.is_zipfile(path):
         raise ValueError(f"--images={path} ends in .zip but is not a zip")
       self._tree = folder.Tree(path)
       self.names = [n for n in self._tree.names if folder.is_image(n)]
+      # Zip members whose paths leave the archive are listed, never read.
+      self._refused = dict(self._tree.refused)
+      self.names = sorted(self.names + list(self._refused))
     else:
       self._file = path
       self.names = [os.path.basename(path)]
@@ -117,7 +121,9 @@ class _Source:
       )
 
   def read(self, name: str) -> bytes:
-    """The bytes of one listed file."""
+    """The bytes of one listed file (OSError for a refused zip member)."""
+    if name in self._refused:
+      raise OSError(f"refused: {self._refused[name]}")
     if self._file is not None:
       with open(self._file, "rb") as f:
         return f.read()

@@ -163,6 +163,17 @@ def load_index(path: pathlib.Path, *, step: int) -> Index | None:
 # ---------------------------------------------------------------- building
 
 
+def load_at_model_size(
+  model: model_lib.Model, spec: str, split: str, *, progress: bool
+) -> jvision.data.ArrayDataset:
+  """A split decoded at the model's input size (the size `model.prepare`
+  converts to), so that photos of any sizes, labelled or not, index."""
+  height, _, channels = model.image_shape
+  return jvision.data.load(
+    spec, split, image_size=height, channels=channels, progress=progress
+  )
+
+
 def embed_dataset(
   model: model_lib.Model,
   dataset: jvision.data.ArrayDataset,
@@ -221,7 +232,7 @@ def build_index(
   if index is not None:
     _log.info("%s holds other images than %s %s; rebuilding", path, spec, split)
   if dataset is None:
-    dataset = jvision.data.load(spec, split, progress=progress)
+    dataset = load_at_model_size(model, spec, split, progress=progress)
   _log.info("Embedding %d images of %s %s", len(dataset), spec, split)
   index = dataclasses.replace(
     embed_dataset(model, dataset, batch_size=batch_size, progress=progress),
@@ -318,7 +329,7 @@ def search(
   """
   image = read_query(query_path)
   model = model_lib.load(workdir)
-  dataset = jvision.data.load(spec, split, progress=progress)
+  dataset = load_at_model_size(model, spec, split, progress=progress)
   index = build_index(
     workdir, spec, split, progress=progress, model=model, dataset=dataset
   )
@@ -354,6 +365,8 @@ def search(
 
 
 def _class_name(index: Index, label: int) -> str:
+  if label < 0:
+    return ""  # an unlabelled source
   if 0 <= label < len(index.class_names):
     return index.class_names[label]
   return str(label)
@@ -575,6 +588,11 @@ def evaluate(
   gallery = build_index(
     workdir, spec, gallery_split, model=model, progress=progress
   )
+  if not gallery.class_names:
+    raise ValueError(
+      f"search --eval scores retrieval by labels, and {spec} is unlabelled "
+      "(no class folders); search it with --query=IMAGE instead"
+    )
   queries = build_index(
     workdir, spec, query_split, model=model, progress=progress
   )

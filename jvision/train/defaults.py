@@ -49,6 +49,20 @@ def data_config() -> ml_collections.ConfigDict:
       # every device and batches are gathered there) or "auto" ("device"
       # on GPU/TPU when the split fits in a quarter of a device's memory).
       "feed": "auto",
+      # Whether the splits are decoded into memory or streamed
+      # (jvision/data/stream.py): "memory", "stream" (folder, zip, tfds and
+      # packed sources, with data.image_size set), or "auto": stream when
+      # the decoded training split would take more than max_memory_gib.
+      "loading": "auto",
+      "max_memory_gib": 4.0,
+      # Streaming: worker processes that read, decode and crop (None: one
+      # per core; 0: in the training process).
+      "workers": config_dict.placeholder(int),
+      # Streaming evaluation: the centre crop of this fraction of the
+      # shorter side (224 of 256 for ImageNet), resized to image_size.
+      "eval_crop_fraction": 0.875,
+      # Streaming: images of the seeded sample that mean/std are measured on.
+      "stats_sample": 2000,
     }
   )
 
@@ -104,7 +118,16 @@ def supervised_config() -> ml_collections.ConfigDict:
   config.progress_bar = True
   config.parallel = "jit"
   config.data = data_config()
-  config.augment = ml_collections.ConfigDict({"crop_padding": 4, "flip": True})
+  config.augment = ml_collections.ConfigDict(
+    {
+      "crop_padding": 4,  # in-memory path: pad-and-crop shift (pixels)
+      "flip": True,
+      # Streaming path: Inception-style random-resized crop of the stored
+      # image (area fraction, aspect ratio w / h) instead of pad-and-crop.
+      "crop_scale": (0.08, 1.0),
+      "crop_ratio": (3 / 4, 4 / 3),
+    }
+  )
   config.model = ml_collections.ConfigDict({"name": "cnn"})
   config.optimizer = optimizer_config()
   config.loss = ml_collections.ConfigDict({"label_smoothing": 0.0})
@@ -136,6 +159,11 @@ def simclr_config() -> ml_collections.ConfigDict:
       "temperature": 0.1,
       # Bank size cap for the periodic monitor; None: the whole train split.
       "max_bank": config_dict.placeholder(int),
+      # A labelled data spec the monitor reads instead of the training
+      # data (needed when that is unlabelled): its monitor_splits are the
+      # bank and the queries. None: the training data's own splits.
+      "monitor_data": config_dict.placeholder(str),
+      "monitor_splits": ("train", "test"),
     }
   )
   config.optimizer.name = "lars"

@@ -147,6 +147,7 @@ def make_init_fn(workdir: str):
   return init
 
 
+@setup.one_writer
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   """Fine-tunes or probes `config.init_from` in `workdir`.
 
@@ -164,7 +165,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   run = setup.prepare_run(config, workdir)
   config = run.config
   model = models.create_model(
-    config.model.name, num_classes=run.train.num_classes, **run.model_kwargs
+    config.model.name,
+    num_classes=run.train_split.num_classes,
+    **run.model_kwargs,
   )
   scales = functools.partial(update_scales, finetune=config.finetune)
   started = setup.start_state(

@@ -40,7 +40,7 @@ from absl import logging
 
 from jvision import checkpoint as checkpoint_lib
 from jvision.data import feed as feed_lib
-from jvision.data import pipeline
+from jvision.data import pipeline, stream
 from jvision.train import metric_writer
 
 
@@ -84,14 +84,16 @@ class Task:
   Attributes:
     state: the initial (or restored) train state, placed on the mesh.
     train_step: compiled `(state, batch) -> (state, metrics)`.
-    train_arrays: the training split, e.g. {"image", "label"} [N, ...].
+    train_arrays: the training split in memory, e.g. {"image", "label"}
+      [N, ...], or a streamed split (`stream.Streamed`) whose workers make
+      each batch.
     evaluate: `state -> {name: value}` on the eval split, or None.
     images_per_example: images the step sees per example (2 for SimCLR).
   """
 
   state: object
   train_step: Callable
-  train_arrays: dict[str, np.ndarray]
+  train_arrays: dict[str, np.ndarray] | stream.Streamed
   evaluate: Callable | None = None
   images_per_example: int = 1
 
@@ -154,33 +156,12 @@ def run(
   """
   total = config.num_train_steps
   writer = metric_writer.MetricWriter(workdir)
-  num_examples = len(next(iter(task.train_arrays.values())))
+  num_examples = feed_lib.split_size(task.train_arrays)
   state, buffered, last = task.state, [], {"train": {}, "eval": {}}
   interval_start, interval_step = time.perf_counter(), start_step
   paused = 0.0  # seconds spent in evaluation during the current interval
   waited = 0.0  # seconds spent waiting for batches during the interval
-  nbytes = feed_lib.split_bytes(task.train_arrays)
-  feed = feed_lib.choose_feed(
-    config.data.feed,
-    nbytes=nbytes,
-    memory_bytes=feed_lib.device_memory_bytes(mesh.local_devices),
-    backend=jax.default_backend(),
-  )
-  logging.info(
-    "data feed: %s (config.data.feed=%r, split %.1f MB)",
-    feed,
-    config.data.feed,
-    nbytes / 1e6,
-  )
-  batches = feed_lib.train_batches(
-    task.train_arrays,
-    mesh,
-    feed=feed,
-    start=start_step,
-    stop=total,
-    batch_size=config.batch_size,
-    seed=config.seed,
-  )
+  batches = _batches(config, task, mesh, start_step)
   bar = tqdm.tqdm(
     total=total,
     initial=start_step,
@@ -238,6 +219,38 @@ def run(
     writer.close()
     stack.close()
   return last
+
+
+def _batches(config, task: Task, mesh, start_step: int):
+  """(step, global batch) from `start_step` on, through the run's feed."""
+  where = dict(
+    start=start_step,
+    stop=config.num_train_steps,
+    batch_size=config.batch_size,
+    seed=config.seed,
+  )
+  if isinstance(task.train_arrays, stream.Streamed):
+    streamed = task.train_arrays
+    logging.info(
+      "data feed: stream (%d worker process(es) read, decode and crop)",
+      streamed.workers,
+    )
+    skip_log = stream.SkipLog(streamed.index.source)
+    return feed_lib.streamed_batches(streamed, mesh, skip_log=skip_log, **where)
+  nbytes = feed_lib.split_bytes(task.train_arrays)
+  feed = feed_lib.choose_feed(
+    config.data.feed,
+    nbytes=nbytes,
+    memory_bytes=feed_lib.device_memory_bytes(mesh.local_devices),
+    backend=jax.default_backend(),
+  )
+  logging.info(
+    "data feed: %s (config.data.feed=%r, split %.1f MB)",
+    feed,
+    config.data.feed,
+    nbytes / 1e6,
+  )
+  return feed_lib.train_batches(task.train_arrays, mesh, feed=feed, **where)
 
 
 def _fmt(metrics: dict) -> str:

@@ -1,8 +1,11 @@
-"""The start of every run: config checks, data, mesh, workdir provenance."""
+"""The start of every run: the workdir lock, config checks, data, mesh,
+workdir provenance.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -13,30 +16,89 @@ from absl import logging
 from jvision import checkpoint as checkpoint_lib
 from jvision import configs_io, models, optim, parallel
 from jvision import data as data_lib
-from jvision.data import augment, feed
-from jvision.data.from_config import load_split
+from jvision.data import augment, feed, from_config, stream
 from jvision.train import metric_writer
 from jvision.train import workdir as workdir_lib
 from jvision.train.state import create_train_state
 
+Split = data_lib.ArrayDataset | stream.Streamed
+
 
 @dataclasses.dataclass
 class Run:
-  """Everything a trainer needs before it builds its model and state."""
+  """Everything a trainer needs before it builds its model and state.
 
-  config: ml_collections.ConfigDict  # resolved: mean/std filled in
+  `train` and `eval` are in memory (ArrayDataset) or streamed
+  (`stream.Streamed`), as `config.data.loading` (recorded resolved) says.
+  """
+
+  config: ml_collections.ConfigDict  # resolved: mean/std, loading filled in
   mesh: jax.sharding.Mesh
-  train: data_lib.ArrayDataset
-  eval: data_lib.ArrayDataset
+  train: Split
+  eval: Split
   model_kwargs: dict
+  image_shape: tuple[int, int, int]  # [H, W, C] of the step's images
+
+  @property
+  def streamed(self) -> bool:
+    return isinstance(self.train, stream.Streamed)
+
+  @property
+  def train_split(self):
+    """The training examples' ArrayDataset or SplitIndex (labels, ids,
+    class names)."""
+    return self.train.index if self.streamed else self.train
+
+
+_STATS_CHUNK = 4096  # images per float64 chunk of channel_stats
 
 
 def channel_stats(images: np.ndarray) -> tuple[tuple, tuple]:
-  """Per-channel mean and std in [0, 1] units of uint8 [N, H, W, C]."""
-  flat = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
-  mean = tuple(round(float(v), 4) for v in flat.mean(0))
-  std = tuple(round(float(v), 4) for v in flat.std(0))
-  return mean, std
+  """Per-channel mean and std in [0, 1] units of uint8 [N, H, W, C].
+
+  Sums run over chunks, so the float64 copy is one chunk, not the split.
+  """
+  channels = images.shape[-1]
+  total, total_sq, count = np.zeros(channels), np.zeros(channels), 0
+  for start in range(0, len(images), _STATS_CHUNK):
+    chunk = images[start : start + _STATS_CHUNK].reshape(-1, channels)
+    chunk = chunk.astype(np.float64) / 255.0
+    total += chunk.sum(0)
+    total_sq += np.square(chunk).sum(0)
+    count += len(chunk)
+  mean = total / count
+  std = np.sqrt(np.maximum(total_sq / count - np.square(mean), 0.0))
+  return tuple(round(float(v), 4) for v in mean), tuple(
+    round(float(v), 4) for v in std
+  )
+
+
+def sample_stats(split: stream.Streamed, sample: int, seed: int):
+  """Mean and std (as `channel_stats`) of a seeded sample of at most
+  `sample` examples of a streamed split, centre-cropped as in evaluation."""
+  n = len(split.index)
+  order = np.random.default_rng(seed).permutation(n)[: min(sample, n)]
+  subset = split.take(np.sort(order))
+  images = [  # every process measures the whole sample: the same stats
+    b["image"][b["mask"] > 0]
+    for b in stream.eval_batches(
+      subset.index,
+      subset.settings,
+      batch_size=min(256, len(order)),
+      workers=subset.workers,
+    )
+  ]
+  return channel_stats(np.concatenate(images))
+
+
+def _image_shape(split) -> tuple[int, int, int]:
+  """[H, W, C] of a split's step images (a streamed split: of its first
+  readable example's centre crop)."""
+  if isinstance(split, data_lib.ArrayDataset):
+    return tuple(int(d) for d in split.images.shape[1:])
+  first = split.index.take(np.arange(min(8, len(split.index))))  # 1 readable
+  batch = stream.EvalBatch(first, split.settings, batch_size=len(first))(0)
+  return tuple(int(d) for d in batch["image"].shape[1:])
 
 
 def check_steps(config: ml_collections.ConfigDict) -> None:
@@ -72,11 +134,29 @@ def check_accumulation(config: ml_collections.ConfigDict, mesh) -> None:
     )
 
 
+def one_writer(train_and_evaluate):
+  """Makes a trainer's `train_and_evaluate(config, workdir)` hold the lock.
+
+  The lock (`workdir.hold_lock`) is taken before anything is loaded or
+  written and released however the run ends, so a second trainer on the
+  same workdir is refused at once with the holder named.
+  """
+
+  @functools.wraps(train_and_evaluate)
+  def locked(config: ml_collections.ConfigDict, workdir: str):
+    with workdir_lib.hold_lock(workdir):
+      return train_and_evaluate(config, workdir)
+
+  return locked
+
+
 def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   """Validates `config`, loads its data and checks `workdir` may take it.
 
-  Nothing is written yet: the trainer calls `workdir.record` once its model,
-  optimizer and state are built, so a config error leaves no trace.
+  Nothing is written yet but the lock (`one_writer`, removed with the
+  directory it made if the run fails here): the trainer calls
+  `workdir.record` once its model, optimizer and state are built, so a
+  config error leaves no trace.
   """
   check_steps(config)
   mesh = parallel.create_mesh()
@@ -85,42 +165,70 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   configs_io.check_choice("parallel", config.parallel, parallel.FORMS)
   model_dtype(config)  # a bad name fails before any data loads
   configs_io.check_choice("data.feed", config.data.feed, feed.FEEDS)
+  configs_io.check_choice(
+    "data.loading", config.data.loading, from_config.LOADINGS
+  )
+  from_config.stream_workers(config)  # a bad count fails before data loads
   configs_io.check_choice("eval_tta", config.eval_tta, augment.TTA_MODES)
   parallel.check_batch_size(
     config.eval_batch_size, mesh, name="eval_batch_size"
   )
   progress = config.progress_bar and jax.process_index() == 0
-  train = load_split(config, config.data.train_split, progress=progress)
-  evaluation = load_split(config, config.data.eval_split, progress=progress)
+  loading, why = from_config.resolve_loading(config)
+  train = from_config.open_split(
+    config, config.data.train_split, loading=loading, progress=progress
+  )
+  evaluation = from_config.open_split(
+    config, config.data.eval_split, loading=loading, progress=progress
+  )
+  logging.info("data loading: %s (%s)", loading, why)
+  train_labels = (train.index if loading == "stream" else train).labels
   if config.data.label_fraction < 1.0:
-    train = train.take(
-      data_lib.label_subset(
-        train.labels, config.data.label_fraction, seed=config.seed
+    if (train_labels < 0).all():
+      raise ValueError(
+        f"config.data.label_fraction={config.data.label_fraction}: data "
+        f"{config.data.name!r} is unlabelled"
       )
+    train = train.take(
+      train,
+      data_lib.label_subset(
+        train_labels, config.data.label_fraction, seed=config.seed
+      ),
     )
-  if train.images.shape[1:] != evaluation.images.shape[1:]:
+  image_shape = _image_shape(train)
+  if image_shape != _image_shape(evaluation):
     raise ValueError(
-      f"train images are {train.images.shape[1:]} but eval images are "
-      f"{evaluation.images.shape[1:]}; set config.data.image_size and "
+      f"train images are {image_shape} but eval images are "
+      f"{_image_shape(evaluation)}; set config.data.image_size and "
       "config.data.channels"
     )
   config = ml_collections.ConfigDict(config.to_dict())  # a private copy
+  config.data.loading = loading  # recorded resolved: resumes read the same
   if config.data.mean is None or config.data.std is None:
-    config.data.mean, config.data.std = channel_stats(train.images)
+    if loading == "stream":
+      config.data.mean, config.data.std = sample_stats(
+        train, config.data.stats_sample, config.seed
+      )
+      where = f"a seeded sample of {config.data.stats_sample} training images"
+    else:
+      config.data.mean, config.data.std = channel_stats(train.images)
+      where = "the training split"
     logging.info(
-      "measured data mean %s std %s on the training split",
+      "measured data mean %s std %s on %s",
       config.data.mean,
       config.data.std,
+      where,
     )
   workdir_lib.check(workdir, config)
   manifest = config.data.get("manifest")
+  examples = train.index if loading == "stream" else train
   logging.info(
     "data %s: %d train, %d eval images of %s, %d classes, %d devices",
     f"manifest {manifest}" if manifest else config.data.name,
-    len(train),
-    len(evaluation),
-    train.images.shape[1:],
-    train.num_classes,
+    feed.split_size(train),
+    feed.split_size(evaluation),
+    image_shape,
+    examples.num_classes,
     mesh.devices.size,
   )
   model_kwargs = models.config_kwargs(config.model)
@@ -129,7 +237,7 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
     config.model.name
   ):
     model_kwargs["bn_axis_name"] = parallel.PMAP_AXIS  # global batch norm
-  return Run(config, mesh, train, evaluation, model_kwargs)
+  return Run(config, mesh, train, evaluation, model_kwargs, image_shape)
 
 
 def forget_metrics_after(workdir: str, step: int) -> None:
@@ -174,7 +282,7 @@ def start_state(
   state = create_train_state(
     config,
     model,
-    image_shape=run.train.images.shape[1:],
+    image_shape=run.image_shape,
     learning_rate_fn=learning_rate_fn,
     init_fn=init_fn,
     update_scales_fn=update_scales_fn,
@@ -183,8 +291,8 @@ def start_state(
   workdir_lib.record(  # the config is valid: record it
     workdir,
     config,
-    class_names=run.train.class_names,
-    image_shape=run.train.images.shape[1:],
+    class_names=run.train_split.class_names,
+    image_shape=run.image_shape,
   )
   checkpointer = checkpoint_lib.Checkpointer(
     f"{workdir}/checkpoints",

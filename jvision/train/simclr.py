@@ -10,6 +10,7 @@ probe classify the eval split from backbone features.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 
@@ -20,7 +21,14 @@ import numpy as np
 from absl import logging
 
 from jvision import losses, models, parallel
-from jvision.data import augment, preview, simclr_augment
+from jvision.data import (
+  augment,
+  feed,
+  from_config,
+  preview,
+  simclr_augment,
+  stream,
+)
 from jvision.evaluate import knn
 from jvision.models.simclr import create_simclr_model
 from jvision.train import loop, setup
@@ -119,50 +127,134 @@ def embed_step(state: TrainState, batch: dict, *, preprocess) -> dict:
   return {"features": out["features"], "probe_logits": out["probe_logits"]}
 
 
-def evaluate(state, *, bank, queries, step_fn, mesh, config) -> dict:
-  """kNN-monitor and online-probe accuracy on the eval split."""
+def evaluate(
+  state, *, bank, queries, step_fn, mesh, config, with_probe: bool = True
+) -> dict:
+  """kNN-monitor and online-probe accuracy on the eval split.
+
+  `bank` and `queries` are labelled splits, in memory or streamed; the
+  probe's accuracy is left out when `with_probe` is False (a probe that
+  had no labels to learn from)."""
   embed = functools.partial(
-    parallel.map_batches,
+    feed.map_split,
     step_fn,
     state,
     mesh=mesh,
     batch_size=config.eval_batch_size,
   )
-  bank_out = embed({"image": bank.images})
-  query_out = embed({"image": queries.images})
+  bank_out, query_out = embed(bank), embed(queries)
+  bank_split, query_split = _examples(bank), _examples(queries)
   predicted = knn.knn_predict(
     bank_out["features"],
-    bank.labels,
+    bank_split.labels,
     query_out["features"],
     k=config.knn.k,
     temperature=config.knn.temperature,
-    num_classes=queries.num_classes,
+    num_classes=query_split.num_classes,
   )
-  probe_predicted = query_out["probe_logits"].argmax(-1)
-  return {
-    "knn_accuracy": float(np.mean(predicted == queries.labels)),
-    "probe_accuracy": float(np.mean(probe_predicted == queries.labels)),
-  }
+  metrics = {"knn_accuracy": float(np.mean(predicted == query_split.labels))}
+  if with_probe:
+    probe_predicted = query_out["probe_logits"].argmax(-1)
+    metrics["probe_accuracy"] = float(
+      np.mean(probe_predicted == query_split.labels)
+    )
+  return metrics
+
+
+def _examples(split):
+  """An ArrayDataset, or a streamed split's SplitIndex (labels, classes)."""
+  return split.index if isinstance(split, stream.Streamed) else split
 
 
 def knn_bank(train, max_bank: int | None, seed: int):
   """The training examples the kNN monitor votes with (a seeded subset)."""
-  if max_bank is None or max_bank >= len(train):
+  size = feed.split_size(train)
+  if max_bank is None or max_bank >= size:
     return train
-  order = np.random.default_rng(seed).permutation(len(train))[:max_bank]
+  order = np.random.default_rng(seed).permutation(size)[:max_bank]
   return train.take(np.sort(order))
 
 
+def monitor_splits(run):
+  """(bank, queries) of the kNN monitor and probe, or None when off.
+
+  The training data's own splits, or `config.knn.monitor_data`'s (needed
+  when the training data is unlabelled)."""
+  config = run.config
+  if config.knn.monitor_data:
+    monitor = ml_collections.ConfigDict(config.to_dict())
+    monitor.data.name = config.knn.monitor_data
+    monitor.data.train_split, monitor.data.eval_split = (
+      config.knn.monitor_splits
+    )
+    monitor.data.label_spec, monitor.data.label_fraction = None, 1.0
+    monitor.data.loading = "auto"
+    if monitor.data.get("manifest"):
+      monitor.data.manifest = None
+    loading, why = from_config.resolve_loading(monitor)
+    bank, queries = (
+      from_config.open_split(monitor, split, loading=loading, progress=False)
+      for split in config.knn.monitor_splits
+    )
+    logging.info(
+      "kNN monitor: bank and queries from %s splits %s (%s: %s)",
+      config.knn.monitor_data,
+      tuple(config.knn.monitor_splits),
+      loading,
+      why,
+    )
+  elif not run.train_split.labelled:
+    logging.info(
+      "kNN monitor and online probe off: %s is unlabelled; set "
+      "config.knn.monitor_data to a labelled data spec to monitor",
+      config.data.name,
+    )
+    return None
+  else:
+    bank, queries = run.train, run.eval
+  return knn_bank(bank, config.knn.max_bank, config.seed), queries
+
+
 def write_preview(workdir, images, views_fn, rng, *, mean, std) -> None:
-  """DIR/augmentations.png: 8 training images and 4 views of each."""
+  """DIR/augmentations.png: 8 training images and 4 views of each.
+
+  `images` is what `views_fn` takes: uint8 [8, H, W, C], or the streamed
+  [8, 2, H, W, C] two crops per image (the first crop is shown as the
+  image)."""
   images = images[:8]
   views = []
   for i in range(2):
     pair = views_fn(images, jax.random.fold_in(rng, i))
     views += [np.asarray(v) for v in pair]
+  shown = images[:, 0] if images.ndim == 5 else images
   path = os.path.join(workdir, "augmentations.png")
-  preview.save_view_grid(images, views, path, mean=mean, std=std)
+  preview.save_view_grid(shown, views, path, mean=mean, std=std)
   logging.info("wrote the augmentation preview %s", path)
+
+
+def view_fn(config, *, streamed: bool):
+  """(uint8 batch, key) -> two standardised views: the whole SimCLR view on
+  device for in-memory data; colour, grayscale and blur of the two crops
+  the stream workers made for streamed data ([B, 2, H, W, C])."""
+  make = simclr_augment.cropped_views if streamed else simclr_augment.two_views
+  return functools.partial(
+    make, config=config.augment, mean=config.data.mean, std=config.data.std
+  )
+
+
+def preview_images(run) -> np.ndarray:
+  """The first 8 training images as the views see them: uint8 [8, H, W, C]
+  in memory, or the two stream crops of each [8, 2, H, W, C]."""
+  if not run.streamed:
+    return run.train.images[:8]
+  first = run.train.take(np.arange(min(8, len(run.train.index))))
+  pairs = stream.TrainBatch(
+    first.index,
+    dataclasses.replace(first.settings, views=2),
+    batch_size=len(first.index),
+    seed=run.config.seed,
+  )(0)
+  return pairs["image"]
 
 
 def build_model(config, num_classes: int, model_kwargs: dict | None = None):
@@ -188,6 +280,7 @@ def build_model(config, num_classes: int, model_kwargs: dict | None = None):
   )
 
 
+@setup.one_writer
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   """Pretrains `config` in `workdir`, resuming from its newest checkpoint.
 
@@ -203,18 +296,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     )
   run = setup.prepare_run(config, workdir)
   config, mesh = run.config, run.mesh
-  model = build_model(config, run.train.num_classes, run.model_kwargs)
+  if run.streamed:  # two crops of each image, made by the stream workers
+    two = dataclasses.replace(run.train.settings, views=2)
+    run.train = dataclasses.replace(run.train, settings=two)
+  labelled = run.train_split.labelled
+  # Unlabelled data (labels -1): the probe has nothing to learn from.
+  probe_weight = config.simclr.probe_weight if labelled else 0.0
+  num_classes = run.train_split.num_classes if labelled else 1
+  model = build_model(config, num_classes, run.model_kwargs)
   started = setup.start_state(run, model, workdir)
-  views = functools.partial(
-    simclr_augment.two_views,
-    config=config.augment,
-    mean=config.data.mean,
-    std=config.data.std,
-  )
+  views = view_fn(config, streamed=run.streamed)
   if started.start_step == 0 and jax.process_index() == 0:
     write_preview(
       workdir,
-      run.train.images,
+      preview_images(run),
       jax.jit(views),
       started.state.rng,
       mean=config.data.mean,
@@ -225,7 +320,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     learning_rate_fn=started.learning_rate_fn,
     views=views,
     temperature=config.simclr.temperature,
-    probe_weight=config.simclr.probe_weight,
+    probe_weight=probe_weight,
   )
   normalize = functools.partial(
     augment.normalize, mean=config.data.mean, std=config.data.std
@@ -235,17 +330,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
     out_shardings=parallel.replicated(mesh),
   )
+  monitor = monitor_splits(run)
   task = loop.Task(
     state=started.state,
     train_step=parallel.compile_train_step(step, mesh, form=config.parallel),
-    train_arrays={"image": run.train.images, "label": run.train.labels},
-    evaluate=functools.partial(
+    train_arrays=run.train
+    if run.streamed
+    else {"image": run.train.images, "label": run.train.labels},
+    evaluate=None
+    if monitor is None
+    else functools.partial(
       evaluate,
-      bank=knn_bank(run.train, config.knn.max_bank, config.seed),
-      queries=run.eval,
+      bank=monitor[0],
+      queries=monitor[1],
       step_fn=embed_fn,
       mesh=mesh,
       config=config,
+      with_probe=labelled,
     ),
     images_per_example=VIEWS_PER_IMAGE,
   )

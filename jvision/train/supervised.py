@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jvision import losses, models, parallel
-from jvision.data import augment, pipeline
+from jvision.data import augment, feed
 from jvision.train import grads as grads_lib
 from jvision.train import loop, setup
 from jvision.train.state import TrainState, create_train_state
@@ -137,15 +137,11 @@ def eval_step(
   }
 
 
-def evaluate(state, arrays, *, step_fn, mesh, batch_size: int) -> dict:
-  """Mean loss and accuracy of `state` on a whole split."""
+def evaluate(state, split, *, step_fn, mesh, batch_size: int) -> dict:
+  """Mean loss and accuracy of `state` on a whole split (an ArrayDataset
+  or a `stream.Streamed` split)."""
   sums = None
-  for local in pipeline.eval_batches(
-    arrays,
-    batch_size=batch_size,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-  ):
+  for local in feed.eval_batches(split, batch_size=batch_size):
     out = step_fn(state, parallel.shard_batch(local, mesh))
     sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
   sums = jax.device_get(sums)
@@ -153,6 +149,22 @@ def evaluate(state, arrays, *, step_fn, mesh, batch_size: int) -> dict:
     "loss": float(sums["loss_sum"] / sums["count"]),
     "accuracy": float(sums["correct"] / sums["count"]),
   }
+
+
+def train_preprocess(config, *, streamed: bool):
+  """(uint8 images, key) -> float32 training views: pad-crop and flip on
+  device for in-memory data; for streamed data the workers have cropped
+  and flipped, and the device only normalises."""
+  d = config.data
+  if streamed:
+    return functools.partial(augment.normalize_views, mean=d.mean, std=d.std)
+  return functools.partial(
+    augment.train_preprocess,
+    mean=d.mean,
+    std=d.std,
+    crop_padding=config.augment.crop_padding,
+    flip=config.augment.flip,
+  )
 
 
 def build_task(run, started, *, bn_train: bool = True, frozen=None):
@@ -165,13 +177,7 @@ def build_task(run, started, *, bn_train: bool = True, frozen=None):
   step = functools.partial(
     train_step,
     learning_rate_fn=started.learning_rate_fn,
-    preprocess=functools.partial(
-      augment.train_preprocess,
-      mean=config.data.mean,
-      std=config.data.std,
-      crop_padding=config.augment.crop_padding,
-      flip=config.augment.flip,
-    ),
+    preprocess=train_preprocess(config, streamed=run.streamed),
     label_smoothing=config.loss.label_smoothing,
     bn_train=bn_train,
     frozen=frozen,
@@ -187,10 +193,12 @@ def build_task(run, started, *, bn_train: bool = True, frozen=None):
   return loop.Task(
     state=started.state,
     train_step=parallel.compile_train_step(step, mesh, form=config.parallel),
-    train_arrays={"image": run.train.images, "label": run.train.labels},
+    train_arrays=run.train
+    if run.streamed
+    else {"image": run.train.images, "label": run.train.labels},
     evaluate=functools.partial(
       evaluate,
-      arrays={"image": run.eval.images, "label": run.eval.labels},
+      split=run.eval,
       step_fn=p_eval,
       mesh=mesh,
       batch_size=config.eval_batch_size,
@@ -198,6 +206,7 @@ def build_task(run, started, *, bn_train: bool = True, frozen=None):
   )
 
 
+@setup.one_writer
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   """Trains `config` in `workdir`, resuming from its newest checkpoint.
 
@@ -208,7 +217,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   run = setup.prepare_run(config, workdir)
   model = models.create_model(
     run.config.model.name,
-    num_classes=run.train.num_classes,
+    num_classes=run.train_split.num_classes,
     **run.model_kwargs,
   )
   started = setup.start_state(run, model, workdir)

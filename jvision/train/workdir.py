@@ -5,19 +5,57 @@ DIR/config.json holds {"config", "git_revision", "git_dirty", "versions",
 non-empty directory without config.json is refused, and resuming with a
 config that differs in anything but the keys in `RESUMABLE_CHANGES` is an
 error listing the differences.
+
+One live writer per workdir: a trainer holds DIR/lock.json (`hold_lock`)
+for its whole run, recording {"host", "pid", "since", "command"}. The lock
+is `fcntl.flock` on that open file, because the kernel releases it when
+the process dies however it dies (SIGKILL, OOM): a second trainer's
+non-blocking flock fails while the holder lives, and it is refused with the
+holder named, before it writes anything. A lock file whose flock is free
+but whose record is still there was left by a dead process: it is taken
+over with a warning naming that process. The file is removed when the
+holder lets go (training ends, fails, or is pre-empted by SIGTERM), unlinked
+before its flock is released; a contender that locked the unlinked file
+sees that its inode is no longer DIR/lock.json and tries again.
+
+Across hosts, flock on a shared filesystem is only as good as the
+filesystem (NFSv4 carries it to the server; some mounts keep it local to a
+host), and a pid on another host cannot be checked. So the holder also
+refreshes the file's mtime every `HEARTBEAT_SECONDS` (a daemon thread), and
+a record from another host is taken over only when that heartbeat is
+older than `STALE_AFTER_SECONDS`, even when flock succeeded; on a
+filesystem without flock, a record from this host is taken over when its
+pid is gone. A multi-host run shares one workdir: process 0 takes the lock
+for all processes and tells the others whether it got it.
+
+`jvision eval`, `predict`, `search` and `export` do not take the lock:
+they read the newest finished checkpoint, which Orbax writes atomically, so
+evaluating a running job is legitimate; `eval` writes only DIR/eval/, which
+no trainer touches.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime
+import errno
+import fcntl
 import importlib.metadata
 import json
 import os
 import platform
+import shlex
+import socket
 import subprocess
+import sys
+import threading
+import time
 
 import jax
 import ml_collections
+import numpy as np
+from absl import logging
 
 # Keys that may change between a run and its resumption (e.g. to extend it).
 RESUMABLE_CHANGES = frozenset(
@@ -32,6 +70,8 @@ RESUMABLE_CHANGES = frozenset(
     "eval_batch_size",
     "data.feed",  # the same batches either way (jvision/data/feed.py)
     "eval_tta",  # evaluation only
+    "data.workers",  # the same batches with any number of workers
+    "data.max_memory_gib",  # data.loading is recorded resolved
   }
 )
 
@@ -101,6 +141,15 @@ ADDED_KEYS = {
   "data.feed": "host",
   "eval_tta": "none",
   "optimizer.bn_and_bias_lr_factor": 1.0,
+  "data.loading": "memory",
+  "data.max_memory_gib": 4.0,
+  "data.workers": None,
+  "data.eval_crop_fraction": 0.875,
+  "data.stats_sample": 2000,
+  "augment.crop_scale": [0.08, 1.0],
+  "augment.crop_ratio": [3 / 4, 4 / 3],
+  "knn.monitor_data": None,
+  "knn.monitor_splits": ["train", "test"],
 }
 
 
@@ -145,7 +194,7 @@ def check(workdir: str, config: ml_collections.ConfigDict) -> None:
         + "\nUse a new --workdir, or change only: "
         + ", ".join(sorted(RESUMABLE_CHANGES))
       )
-  elif os.path.isdir(workdir) and os.listdir(workdir):
+  elif os.path.isdir(workdir) and set(os.listdir(workdir)) - {LOCK_FILE}:
     raise FileExistsError(
       f"{workdir} is not empty and holds no config.json: it is not a "
       "jvision workdir, and jvision will not write into it"
@@ -190,3 +239,257 @@ def record(
   with open(tmp, "w") as f:
     json.dump(record, f, indent=2, sort_keys=True)
   os.replace(tmp, path)
+
+
+LOCK_FILE = "lock.json"
+HEARTBEAT_SECONDS = 10.0  # how often the holder refreshes the file's mtime
+# A record from another host whose heartbeat is older than this is dead.
+STALE_AFTER_SECONDS = 60.0
+# flock errors meaning "this filesystem has no flock", not "it is held".
+_NO_FLOCK = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS})
+
+
+class WorkdirLocked(OSError):
+  """Another live trainer holds the workdir."""
+
+
+def describe_holder(holder: dict) -> str:
+  """Names a lock record's holder: pid, host, since when, its command."""
+  if not holder.get("pid"):
+    return "a process that had not yet recorded itself"
+  return (
+    f"pid {holder['pid']} on host {holder.get('host')} since "
+    f"{holder.get('since')} (command: {holder.get('command')})"
+  )
+
+
+def pid_running(pid: int) -> bool:
+  """Whether a process `pid` exists on this host."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # it exists, under another user
+    return True
+  return True
+
+
+def takeover_reason(
+  holder: dict, *, this_host: str, flocked: bool, heartbeat_age: float
+) -> str | None:
+  """Why a leftover lock record may be taken over; None: its holder may live.
+
+  Args:
+    holder: the record in the lock file ({} when empty or unreadable).
+    this_host: this process's host name.
+    flocked: whether this process got the file's flock.
+    heartbeat_age: seconds since the holder last refreshed the file.
+  """
+  if not holder.get("pid"):  # a garbled record: only its age can tell
+    if flocked or heartbeat_age > STALE_AFTER_SECONDS:
+      return "it holds no complete record"
+    return None
+  if holder.get("host") == this_host:
+    if flocked or not pid_running(holder["pid"]):
+      return "that process is no longer running"
+    return None
+  if heartbeat_age > STALE_AFTER_SECONDS:
+    return f"its heartbeat stopped {heartbeat_age:.0f} s ago"
+  return None
+
+
+def _refusal(path: str, holder: dict, heartbeat_age: float | None) -> str:
+  message = (
+    f"{os.path.dirname(path)} is in use by another jvision trainer ("
+    f"{path}): {describe_holder(holder)}. Two trainers in one workdir "
+    "would log every metric twice and save over each other's checkpoints. "
+    f"Wait for it to end, stop it ({_how_to_stop(holder)}), or train in "
+    "another --workdir."
+  )
+  if heartbeat_age is not None:
+    message += (
+      f" Its heartbeat is {heartbeat_age:.0f} s old and this host cannot "
+      "see whether it is alive; if that run is dead, run again in "
+      f"{max(STALE_AFTER_SECONDS - heartbeat_age, 1):.0f} s and its lock "
+      "is taken over."
+    )
+  return message
+
+
+def _how_to_stop(holder: dict) -> str:
+  kill = f"kill {holder['pid']}" if holder.get("pid") else "kill it"
+  if holder.get("host"):
+    kill += f" on {holder['host']}"
+  return f"{kill}: SIGTERM saves its step and the same command resumes it"
+
+
+def _read_record(fd: int) -> dict:
+  try:
+    record = json.loads(os.pread(fd, 1 << 16, 0) or b"{}")
+  except ValueError:
+    return {}
+  return record if isinstance(record, dict) else {}
+
+
+def _same_file(fd: int, path: str) -> bool:
+  try:
+    on_disk = os.stat(path)
+  except FileNotFoundError:
+    return False
+  held = os.fstat(fd)
+  return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+
+
+def _open_and_flock(path: str) -> tuple[int, bool]:
+  """(fd of `path`, whether flock holds it); refuses if another holds it."""
+  while True:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = _read_record(fd)
+      os.close(fd)
+      raise WorkdirLocked(_refusal(path, holder, None)) from None
+    except OSError as error:
+      if error.errno not in _NO_FLOCK:
+        os.close(fd)
+        raise
+      logging.warning(
+        "%s: this filesystem has no flock (%s); the lock relies on its "
+        "record alone",
+        path,
+        error,
+      )
+      return fd, False
+    if _same_file(fd, path):
+      return fd, True
+    os.close(fd)  # its holder removed it as we locked it: try the new one
+
+
+@dataclasses.dataclass
+class Lock:
+  """A held workdir lock: the open file and its heartbeat thread."""
+
+  path: str
+  fd: int
+  stop: threading.Event
+  heartbeat: threading.Thread
+  created_dir: bool  # the workdir did not exist before the lock
+
+
+def _beat(fd: int, stop: threading.Event, every: float) -> None:
+  while not stop.wait(every):
+    try:
+      os.utime(fd)
+    except OSError:
+      return
+
+
+def acquire(workdir: str, *, heartbeat_seconds: float = HEARTBEAT_SECONDS):
+  """Takes `workdir`'s lock, creating the directory if need be.
+
+  A lock left by a dead holder (`takeover_reason`) is taken over with a
+  warning naming it.
+
+  Returns:
+    The held `Lock`; give it to `release`.
+
+  Raises:
+    WorkdirLocked: a live process holds it (the message names it).
+  """
+  created = not os.path.isdir(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK_FILE)
+  fd, flocked = _open_and_flock(path)
+  holder, age = _read_record(fd), time.time() - os.fstat(fd).st_mtime
+  host = socket.gethostname()
+  if os.fstat(fd).st_size:
+    reason = takeover_reason(
+      holder, this_host=host, flocked=flocked, heartbeat_age=age
+    )
+    if reason is None:
+      os.close(fd)
+      remote = holder.get("host") != host
+      raise WorkdirLocked(_refusal(path, holder, age if remote else None))
+    logging.warning(
+      "%s: taking over the lock left by %s: %s",
+      path,
+      describe_holder(holder),
+      reason,
+    )
+  record = {
+    "host": host,
+    "pid": os.getpid(),
+    "since": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    "command": shlex.join(sys.orig_argv),
+  }
+  os.ftruncate(fd, 0)
+  os.pwrite(fd, json.dumps(record, indent=2).encode(), 0)
+  os.fsync(fd)
+  stop = threading.Event()
+  heartbeat = threading.Thread(
+    target=_beat, args=(fd, stop, heartbeat_seconds), daemon=True
+  )
+  heartbeat.start()
+  return Lock(path, fd, stop, heartbeat, created)
+
+
+def release(lock: Lock) -> None:
+  """Lets go of `lock`: removes the file, then its flock.
+
+  A workdir the lock created and that stayed empty is removed too, so a
+  run refused by a config error leaves no trace.
+  """
+  lock.stop.set()
+  lock.heartbeat.join()
+  if _same_file(lock.fd, lock.path):
+    os.remove(lock.path)
+  os.close(lock.fd)
+  if lock.created_dir:
+    with contextlib.suppress(OSError):  # not empty: the run wrote into it
+      os.rmdir(os.path.dirname(lock.path))
+
+
+def _process_index_and_count() -> tuple[int, int]:
+  """This process's index and the process count, without starting a
+  backend in a single-process run: a trainer refused the lock must not
+  first claim memory on a GPU that its holder is using."""
+  if not jax.distributed.is_initialized():
+    return 0, 1
+  return jax.process_index(), jax.process_count()
+
+
+@contextlib.contextmanager
+def hold_lock(workdir: str, *, heartbeat_seconds: float = HEARTBEAT_SECONDS):
+  """Holds `workdir`'s lock for the block: one live writer per workdir.
+
+  In a multi-host run only process 0 takes it, and every process raises if
+  process 0 was refused, so that none of them starts. A single-process run
+  takes it before JAX starts its backend.
+
+  Raises:
+    WorkdirLocked: a live process holds it.
+  """
+  index, count = _process_index_and_count()
+  lock, error = None, None
+  if index == 0:
+    try:
+      lock = acquire(workdir, heartbeat_seconds=heartbeat_seconds)
+    except OSError as e:
+      error = e
+  if count > 1:
+    from jax.experimental import multihost_utils
+
+    refused = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
+    if refused and error is None:
+      raise WorkdirLocked(
+        f"process 0 could not take the lock of {workdir}; its error names "
+        "the reason"
+      )
+  if error is not None:
+    raise error
+  try:
+    yield lock
+  finally:
+    if lock is not None:
+      release(lock)
