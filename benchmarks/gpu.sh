@@ -83,10 +83,11 @@ image_has_gpu_jax() {
 }
 
 setup_pip() {
-  local venv=$1 accel=${ACCEL:-cuda12}
+  # The CUDA jaxlib on a GPU run; --tiny installs no accelerator extra.
+  local venv=$1 accel=${ACCEL:-$([ "$TINY" = 1 ] || echo cuda12)}
   python3 -m venv "$venv" &&
     "$venv/bin/python" -m pip install -q --upgrade pip &&
-    "$venv/bin/python" -m pip install -q -e ".[$accel]" &&
+    "$venv/bin/python" -m pip install -q -e ".${accel:+[$accel]}" &&
     { "$venv/bin/python" -c 'import torch' 2>/dev/null ||
       "$venv/bin/python" -m pip install -q "torch==2.13.0"; }
 }
