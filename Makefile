@@ -3,24 +3,39 @@
 #   make test    the test suite (what .ci/run calls)
 # Both create .venv, install jvision and its dependencies, and install the
 # Debian package dataset-fashion-mnist when its files are missing.
+# ACCEL=cuda12|cuda13|tpu adds that accelerator runtime of the pinned JAX
+# (pyproject's extras), e.g. `make demo ACCEL=cuda12`; `make test` always
+# installs and runs CPU-only.
 
 PYTHON ?= python3
 VENV := .venv
-STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+ACCEL ?=
+ACCELS := cuda12 cuda13 tpu
+ifneq ($(filter-out $(ACCELS),$(ACCEL)),)
+$(error ACCEL=$(ACCEL) is not an accelerator extra; use one of: $(ACCELS))
+endif
+# The stamp names pyproject's checksum and the accelerator installed with
+# it, so a changed pyproject or ACCEL reinstalls.
+STAMP = $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)-$(or $(ACCEL),cpu)
 PYTEST_ARGS ?=
+# The platform an ACCEL runs on: `make demo ACCEL=...` asks jvision for it,
+# so a runtime that cannot start is an error, not a demo on the CPU.
+ACCEL_PLATFORM = $(if $(filter tpu,$(ACCEL)),tpu,$(if $(ACCEL),gpu))
 
 .PHONY: demo test setup data lint bench clean-venv
 
 demo: setup data
-	$(VENV)/bin/jvision demo $(if $(WORKDIR),--workdir=$(WORKDIR))
+	$(if $(ACCEL),JVISION_ACCELERATOR=$(ACCEL_PLATFORM)) $(VENV)/bin/jvision demo $(if $(WORKDIR),--workdir=$(WORKDIR))
 
+# CPU-only whatever ACCEL installed: the suite runs on 8 fake CPU devices.
 test: setup data
-	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	JAX_PLATFORMS=cpu $(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@bash .ci/setup_venv.sh "$(PYTHON)" "$(VENV)"
+	@rm -f $(VENV)/.installed-*
+	@bash .ci/setup_venv.sh "$(PYTHON)" "$(VENV)" "$(ACCEL)"
 	@touch $@
 
 data:

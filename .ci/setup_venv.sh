@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
-# Creates the virtual environment and installs jvision with its test extra.
-# Usage: setup_venv.sh PYTHON VENV
+# Creates the virtual environment and installs jvision with its test extra,
+# and with ACCEL (cuda12, cuda13 or tpu: pyproject's extras, the
+# accelerator runtime of the pinned JAX) when given.
+# Usage: setup_venv.sh PYTHON VENV [ACCEL]
 set -euo pipefail
 python=${1:-python3}
 venv=${2:-.venv}
+accel=${3:-}
+
+case "$accel" in
+  "" | cuda12 | cuda13 | tpu) ;;
+  *)
+    echo "setup: ACCEL=$accel is not an accelerator extra; use cuda12, cuda13 or tpu" >&2
+    exit 1
+    ;;
+esac
 
 if ! command -v "$python" >/dev/null; then
   echo "setup: $python not found; install Python >= 3.10 (apt-get install python3 python3-venv)" >&2
@@ -26,9 +37,10 @@ if [ ! -x "$venv/bin/python" ]; then
     fi
   fi
 fi
-echo "setup: installing jvision and its dependencies into $venv"
+extras=test${accel:+,$accel}
+echo "setup: installing jvision[$extras] and its dependencies into $venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
-"$venv/bin/python" -m pip install -q -e '.[test]'
+"$venv/bin/python" -m pip install -q -e ".[$extras]"
 # The ONNX converter, without its declared requirements (they would
 # downgrade orbax-checkpoint); its real needs are in the export extra.
 "$venv/bin/python" -m pip install -q --no-deps "jax2onnx==0.17.1"

@@ -1,13 +1,15 @@
 """Test accuracy of an experiment config over several seeds.
 
     python -m benchmarks.accuracy --config=experiments/fashion_mnist_cnn.py \
-        --seeds=0,1,2 [--name=fashion_mnist_cnn] [--config.KEY=VALUE ...]
+        --seeds=0,1,2 [--name=fashion_mnist_cnn] [--workdirs=DIR]
+        [--config.KEY=VALUE ...]
 
-Each seed trains from scratch in benchmarks/workdirs/<name>/seed<k> (reused
-if finished: training resumes or is skipped, evaluation reruns), then
-`jvision eval` computes the test metrics. Records per-seed accuracy and
-wall time, and mean and sample std over seeds, in
-benchmarks/results/accuracy_<name>.json.
+Each seed trains from scratch in <--workdirs>/<name>/seed<k> (default
+benchmarks/workdirs; reused if finished: training resumes or is skipped,
+evaluation reruns), then `jvision eval` computes the test metrics. Records
+per-seed accuracy, wall time of the training (data loading and compilation
+included) and the steady logged images/s (intervals after the first), and
+mean and sample std over seeds, in benchmarks/results/accuracy_<name>.json.
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ from jvision.evaluate import workdir as eval_workdir
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment file.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to train.")
 _NAME = flags.DEFINE_string("name", None, "Result name (default: file stem).")
-_WORKDIRS = pathlib.Path(__file__).resolve().parent / "workdirs"
+_WORKDIRS = flags.DEFINE_string(
+  "workdirs",
+  str(pathlib.Path(__file__).resolve().parent / "workdirs"),
+  "Where the seeds' workdirs go.",
+)
 
 
 def main(argv):
@@ -38,7 +44,7 @@ def main(argv):
   for seed in map(int, _SEEDS.value):
     config = _CONFIG.value.copy_and_resolve_references()
     config.seed = seed
-    workdir = str(_WORKDIRS / name / f"seed{seed}")
+    workdir = str(pathlib.Path(_WORKDIRS.value) / name / f"seed{seed}")
     start = time.perf_counter()
     train.get_trainer(config.trainer)(config, workdir)
     seconds = time.perf_counter() - start
@@ -49,6 +55,9 @@ def main(argv):
         "test_accuracy": report["accuracy"],
         "macro_f1": report["macro_f1"],
         "train_seconds": seconds,
+        "images_per_sec": common.steady_images_per_sec(
+          common.read_metrics(workdir)
+        ),
         "workdir": os.path.relpath(workdir),
       }
     )

@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import platform
+import statistics
 
 import jax
 import numpy as np
@@ -15,25 +16,79 @@ from jvision import parallel
 from jvision.train import workdir
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+# Where `save` writes instead of RESULTS (benchmarks/gpu.sh: under $OUT).
+RESULTS_ENV = "JVISION_BENCHMARK_RESULTS"
+
+# /proc/cpuinfo flag -> the name of the vector extension it shows, in the
+# order of the units that speed up the benchmarks' convolutions and
+# matmuls (float32 on AVX2 / AVX-512, bfloat16 on AVX512-BF16 / AMX).
+VECTOR_EXTENSIONS = {
+  "avx2": "AVX2",
+  "avx512f": "AVX-512",
+  "avx512_bf16": "AVX512-BF16",
+  "amx_bf16": "AMX",
+}
+
+
+def results_dir() -> pathlib.Path:
+  """$JVISION_BENCHMARK_RESULTS if set, else benchmarks/results."""
+  return pathlib.Path(os.environ.get(RESULTS_ENV) or RESULTS)
+
+
+def cpu_info(cpuinfo: str | None = None) -> dict:
+  """{"cpu": model name, "vector_extensions": [...]} of this machine.
+
+  Args:
+    cpuinfo: the text of /proc/cpuinfo (default: read it; where it cannot
+      be read, the model is platform.processor() and no extensions).
+  """
+  if cpuinfo is None:
+    try:
+      cpuinfo = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+      cpuinfo = ""
+  fields = {}
+  for line in cpuinfo.splitlines():  # the first processor's lines win
+    key, _, value = line.partition(":")
+    fields.setdefault(key.strip(), value.strip())
+  flags = set(fields.get("flags", "").split())
+  return {
+    "cpu": fields.get("model name")
+    or platform.processor()
+    or platform.machine(),
+    "vector_extensions": [
+      name for flag, name in VECTOR_EXTENSIONS.items() if flag in flags
+    ],
+  }
+
+
+def cpu_kind(machine_record: dict) -> str:
+  """A processor as the README's tables name it: model, then the vector
+  extensions recorded with it, e.g. "AMD EPYC (AVX2, AVX-512)"."""
+  extensions = machine_record.get("vector_extensions")
+  if extensions is None:
+    return f"{machine_record['cpu']} (vector extensions not recorded)"
+  name = machine_record["cpu"]
+  if machine_record.get("cpu_microarchitecture"):
+    name += f" {machine_record['cpu_microarchitecture']}"
+  return f"{name} ({', '.join(extensions) or 'no AVX2'})"
+
+
+def cpu_slug(machine_record: dict) -> str:
+  """A file-name tag for the kind of CPU: its widest vector extension
+  (e.g. "avx512bf16"), so results of different CPUs do not replace each
+  other."""
+  extensions = machine_record.get("vector_extensions") or ["none"]
+  return extensions[-1].lower().replace("-", "")
 
 
 def machine() -> dict:
   """The hardware and software a figure was measured on."""
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      names = [
-        line.split(":", 1)[1].strip()
-        for line in f
-        if line.startswith("model name")
-      ]
-    cpu = names[0] if names else cpu
-  except OSError:
-    pass
   return {
-    "cpu": cpu,
+    **cpu_info(),
     "cores": os.cpu_count(),
     "devices": [str(d) for d in jax.devices()],
+    "device_kind": jax.devices()[0].device_kind,
     "backend": jax.default_backend(),
     "versions": workdir.package_versions(),
     "git_revision": workdir.git_revision()[0],
@@ -43,12 +98,26 @@ def machine() -> dict:
 
 
 def save(name: str, record: dict) -> pathlib.Path:
-  """Writes results/<name>.json with the machine description added."""
-  RESULTS.mkdir(parents=True, exist_ok=True)
-  path = RESULTS / f"{name}.json"
+  """Writes <results_dir()>/<name>.json with the machine description added."""
+  directory = results_dir()
+  directory.mkdir(parents=True, exist_ok=True)
+  path = directory / f"{name}.json"
   with open(path, "w") as f:
     json.dump({**record, "machine": machine()}, f, indent=2)
   return path
+
+
+def read_metrics(workdir) -> list[dict]:
+  """The records of a run's DIR/metrics.jsonl ({"step", "split", ...})."""
+  with open(pathlib.Path(workdir) / "metrics.jsonl") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def steady_images_per_sec(records: list[dict]) -> float | None:
+  """Median logged train images/s over the intervals after the first
+  (which holds compilation); None with fewer than two intervals."""
+  rates = [r["images_per_sec"] for r in records if r["split"] == "train"]
+  return statistics.median(rates[1:]) if len(rates) > 1 else None
 
 
 def device_batch(batch_size: int, image_shape, mesh, num_classes: int = 10):

@@ -1,21 +1,25 @@
 """jvision vs plain PyTorch: images/s of the same train step on this machine.
 
-    python -m benchmarks.compare [--rounds=3] [--steps=10]
+    python -m benchmarks.compare [--rounds=N] [--steps=N]
         [--models=cnn,resnet18,simclr] [--torch_modes=eager,channels_last,
         compiled] [--dtype=float32|bfloat16] [--batch_multiplier=1]
 
 For each model, the jitted jvision step and the PyTorch step of
 benchmarks.reference_torch in each of `--torch_modes` run alternately
-(jvision, then each PyTorch mode, per round) for `--rounds` rounds. The
+(jvision, then each PyTorch mode, per round) for a number of rounds. The
 modes: "eager" (NCHW tensors), "channels_last" (eager, channels-last
 memory format) and "compiled" (torch.compile of the channels-last model).
-A measurement is `--warmup` untimed steps, then the median of `--steps`
-timed steps (block_until_ready on the JAX side, cuda.synchronize on a GPU's
-torch side), as images/s. Reported per model: the median over rounds of
-each, the ratio jvision / PyTorch for each mode and against the fastest
-mode, the achieved FLOP/s of each and its fraction of the machine's matmul
-peak (on a GPU in bfloat16: the model FLOP utilisation, MFU, against the
-measured peak).
+A measurement is `--warmup` untimed steps in the first round
+(`--later_warmup` in the others), then the median of the timed steps
+(block_until_ready on the JAX side, cuda.synchronize on a GPU's torch
+side), as images/s. Rounds and timed steps are per model (ROUNDS, STEPS:
+fewer for the slow ResNet and SimCLR steps, so that the whole comparison
+stays under 20 minutes on a 2-core AVX2 CPU, where a SimCLR step takes
+~10 s) unless `--rounds` / `--steps` set them for all. Reported per
+model: the median over rounds of each, the ratio jvision / PyTorch for
+each mode and against the fastest mode, the achieved FLOP/s of each and
+its fraction of the machine's matmul peak (on a GPU in bfloat16: the
+model FLOP utilisation, MFU, against the measured peak).
 
 Both sides run where JAX runs: on a GPU backend PyTorch runs on CUDA (it
 must see the GPU). `--dtype=bfloat16` computes jvision's model in bfloat16
@@ -45,8 +49,10 @@ The peak is the fastest square matmul in `--dtype` found, median of 5 each,
 in GFLOP/s, over torch, XLA (jax.jit) and, on the CPU in float32, numpy,
 and the sides in `--matmul_sizes` (on the Zen 5 VM XLA's reaches ~360-430,
 OpenBLAS's ~220).
-Results: benchmarks/results/compare.json for the default CPU float32 run,
-else compare_<backend>_<dtype>[_x<multiplier>].json (`results_name`).
+Results: benchmarks/results/compare_<backend>_<dtype>[_x<multiplier>].json,
+where on the CPU the backend is tagged with the kind of CPU
+(compare_cpu_avx2_float32.json; `results_name`), so that no run replaces
+another machine's.
 """
 
 from __future__ import annotations
@@ -69,9 +75,18 @@ from jvision.train import defaults, setup, simclr, supervised
 _MODELS = flags.DEFINE_list(
   "models", ["cnn", "resnet18", "simclr"], "Models to compare."
 )
-_ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating jvision/torch rounds.")
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per measurement.")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps per measurement.")
+_ROUNDS = flags.DEFINE_integer(
+  "rounds", None, "Alternating jvision/torch rounds (default: ROUNDS)."
+)
+_STEPS = flags.DEFINE_integer(
+  "steps", None, "Timed steps per measurement (default: STEPS)."
+)
+_WARMUP = flags.DEFINE_integer(
+  "warmup", 2, "Untimed steps per measurement in the first round."
+)
+_LATER_WARMUP = flags.DEFINE_integer(
+  "later_warmup", 1, "Untimed steps per measurement after the first round."
+)
 _TORCH_MODES = flags.DEFINE_list(
   "torch_modes",
   ["eager", "channels_last", "compiled"],
@@ -94,6 +109,10 @@ _MATMUL_SIZES = flags.DEFINE_list(
 )
 
 BATCH = {"cnn": 256, "resnet18": 128, "simclr": 128}
+# Per model: a SimCLR step takes ~4 s on the Zen 5 VM and ~10 s on a
+# 2-core AVX2 EPYC, where 3 rounds of 10 steps made the comparison 40 min.
+ROUNDS = {"cnn": 3, "resnet18": 3, "simclr": 2}
+STEPS = {"cnn": 10, "resnet18": 5, "simclr": 3}
 VIEWS = {"cnn": 1, "resnet18": 1, "simclr": 2}  # images per example
 IMAGE_SHAPE = (32, 32, 3)
 TORCH_MODES = {  # mode -> torch_step keyword arguments
@@ -314,8 +333,14 @@ def _rate_record(values: list[float], flops: float, images: int, peak):
   }
 
 
-def compare(name: str, modes: list[str], rounds: int, steps: int, peak):
+def rounds_and_steps(name: str) -> tuple[int, int]:
+  """(rounds, timed steps) for `name`: the flags if set, else ROUNDS, STEPS."""
+  return (_ROUNDS.value or ROUNDS[name], _STEPS.value or STEPS[name])
+
+
+def compare(name: str, modes: list[str], peak):
   """ABAB rounds of jvision and each PyTorch mode for `name`: the record."""
+  rounds, steps = rounds_and_steps(name)
   images = batch_size(name) * VIEWS[name]
   flops = model_flops(name)
   jax_run, xla_flops = jax_step(name)
@@ -323,9 +348,10 @@ def compare(name: str, modes: list[str], rounds: int, steps: int, peak):
   for mode in modes:
     runs[mode] = torch_step(name, **TORCH_MODES[mode])
   rates = {side: [] for side in runs}
-  for _ in range(rounds):
+  for i in range(rounds):
+    warmup = _WARMUP.value if i == 0 else _LATER_WARMUP.value
     for side, run in runs.items():
-      times = step_seconds(run, steps, _WARMUP.value)
+      times = step_seconds(run, steps, warmup)
       rates[side].append(images / statistics.median(times))
   summary = functools.partial(
     _rate_record, flops=flops, images=images, peak=peak
@@ -339,6 +365,8 @@ def compare(name: str, modes: list[str], rounds: int, steps: int, peak):
   best = min(modes, key=ratios.get)
   return {
     "batch_size": batch_size(name),
+    "rounds": rounds,
+    "steps": steps,
     "images_per_step": images,
     "flops_per_step": flops,
     "xla_flops_per_step": xla_flops,
@@ -351,14 +379,15 @@ def compare(name: str, modes: list[str], rounds: int, steps: int, peak):
 
 
 def results_name() -> str:
-  """ "compare" for the default CPU float32 run (the README's first table),
-  else e.g. "compare_gpu_bfloat16_x4", so no run replaces another kind."""
-  backend, dtype = jax.default_backend(), _DTYPE.value
+  """E.g. "compare_cpu_avx2_float32" or "compare_gpu_bfloat16_x4": the
+  backend (on the CPU with its kind, common.cpu_slug), dtype and batch
+  multiplier, so that no run replaces another kind's."""
+  backend = jax.default_backend()
+  if backend == "cpu":
+    backend += "_" + common.cpu_slug(common.cpu_info())
   multiplier = _BATCH_MULTIPLIER.value
-  if (backend, dtype, multiplier) == ("cpu", "float32", 1):
-    return "compare"
   suffix = f"_x{multiplier}" if multiplier != 1 else ""
-  return f"compare_{backend}_{dtype}{suffix}"
+  return f"compare_{backend}_{_DTYPE.value}{suffix}"
 
 
 def _line(name: str, record: dict) -> str:
@@ -397,9 +426,10 @@ def main(argv):
     "param_counts": counts,
     "settings": {
       "matmul_sizes": _MATMUL_SIZES.value,
-      "rounds": _ROUNDS.value,
-      "steps": _STEPS.value,
+      "rounds": {m: rounds_and_steps(m)[0] for m in _MODELS.value},
+      "steps": {m: rounds_and_steps(m)[1] for m in _MODELS.value},
       "warmup": _WARMUP.value,
+      "later_warmup": _LATER_WARMUP.value,
       "torch_modes": _TORCH_MODES.value,
       "dtype": _DTYPE.value,
       "batch_multiplier": _BATCH_MULTIPLIER.value,
@@ -411,9 +441,7 @@ def main(argv):
     "models": {},
   }
   for name in _MODELS.value:
-    result = compare(
-      name, _TORCH_MODES.value, _ROUNDS.value, _STEPS.value, peak
-    )
+    result = compare(name, _TORCH_MODES.value, peak)
     record["models"][name] = result
     print(_line(name, result), flush=True)
     fractions = [result["jvision"]["fraction_of_peak"]]

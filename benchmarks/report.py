@@ -1,30 +1,45 @@
 """Renders benchmarks/results/*.json as the README's results table.
 
-    python -m benchmarks.report          # print the table
-    python -m benchmarks.report --write  # replace it in README.md
+    python -m benchmarks.report                # print the tables
+    python -m benchmarks.report --write        # replace them in README.md
+    python -m benchmarks.report --results=DIR  # print those of DIR (gpu.sh)
 
 The results table sits between the markers `<!-- results:start -->` and
-`<!-- results:end -->`; every row names its machine, date and method. The
-performance table (jvision against PyTorch, from results/compare.json) sits
-between `<!-- performance:start -->` and `<!-- performance:end -->`.
+`<!-- results:end -->`; every row names its machine (the CPU with the
+vector extensions recorded with it, or the accelerator), date and method.
+The performance tables (jvision against PyTorch, from
+results/compare_*.json: first one row per kind of processor, then one
+table per run) sit between `<!-- performance:start -->` and
+`<!-- performance:end -->`.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+import statistics
 import sys
 
-from benchmarks.common import RESULTS
+from benchmarks.common import RESULTS, cpu_kind
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 PERF_START, PERF_END = "<!-- performance:start -->", "<!-- performance:end -->"
 
 
+def where(m: dict) -> str:
+  """The processor a record ran on: the CPU (model and vector extensions)
+  and its cores, or the accelerator with its host CPU."""
+  if m["backend"] == "cpu":
+    return f"{cpu_kind(m)}, {m['cores']} cores"
+  count = len(m["devices"])
+  kind = m.get("device_kind", m["backend"])
+  return f"{count} x {kind} ({m['backend']}; host {cpu_kind(m)})"
+
+
 def _machine(record: dict) -> str:
   m = record["machine"]
-  return f"{m['cpu']}, {m['cores']} cores; jax {m['versions']['jax']}"
+  return f"{where(m)}; jax {m['versions']['jax']}"
 
 
 def _row(what: str, value: str, record: dict, method: str | None = None):
@@ -41,6 +56,7 @@ def memory_rows(record: dict) -> list[str]:
   for trainer, r in record.items():
     if trainer in ("machine", "method"):
       continue
+    steps = f", {r['steps']} steps" if r.get("steps") else ""
     device = r["device_peak_bytes"]
     device = (
       "peak not reported by the CPU backend"
@@ -55,7 +71,7 @@ def memory_rows(record: dict) -> list[str]:
       )
     rows.append(
       _row(
-        f"memory, {trainer} (`{r['recipe']}`)",
+        f"memory, {trainer} (`{r['recipe']}`{steps})",
         f"host {r['peak_host_rss_mib']:.0f} MiB; device: {device}",
         record,
       )
@@ -155,29 +171,96 @@ def performance_table(record: dict) -> str:
     rows.append("| " + " | ".join(cells) + " |")
   m, settings = record["machine"], record["settings"]
   dtype = settings.get("dtype", "float32")
-  where = (
-    f"{m['cpu']} ({m['cores']} cores, {m['backend']} backend)"
-    if m["backend"] == "cpu"
-    else f"{settings['jax_device']} ({m['backend']} backend; host {m['cpu']})"
-  )
   v = m["versions"]
   versions = ", ".join(
     f"{k} {v[k]}" for k in ("jax", "jaxlib", "flax", "optax") if k in v
   )
   rows += [
     "",
-    f"Measured {m['date']} on {where}, {dtype}; {versions}; PyTorch "
+    f"Measured {m['date']} on {where(m)}, {dtype}; {versions}; PyTorch "
     f"{settings['torch_version']} with {settings['torch_threads']} threads; "
     f"XLA_FLAGS `{m['xla_flags'] or '(none)'}`. Method: "
     "`python -m benchmarks.compare`, alternating rounds (jvision, then each "
-    f"PyTorch mode), {settings['rounds']} rounds, each the median of "
-    f"{settings['steps']} steps after {settings['warmup']} warm-up steps; "
-    "the median round is shown. img/s counts views for SimCLR. FLOP/s use "
+    f"PyTorch mode), {_rounds_text(settings)}; the median round is shown. "
+    "img/s counts views for SimCLR. FLOP/s use "
     "the plain network's FLOPs (PyTorch's FlopCounterMode, forward and "
     "backward) for both sides; the peak is the fastest "
     f"{dtype} matmul measured (numpy, PyTorch or XLA).",
   ]
   return "\n".join(rows)
+
+
+def _rounds_text(settings: dict) -> str:
+  """How many rounds of how many steps, per model where they differ."""
+  rounds, steps = settings["rounds"], settings["steps"]
+  later = settings.get("later_warmup", settings["warmup"])
+  warmup = f"after {settings['warmup']} warm-up steps"
+  if later != settings["warmup"]:
+    warmup += f" ({later} after the first round)"
+  if isinstance(rounds, int):  # one count for every model
+    return f"{rounds} rounds, each the median of {steps} steps {warmup}"
+  counts = ", ".join(
+    f"{STEP_NAMES.get(m, m).split(' (')[0]} {rounds[m]} x {steps[m]}"
+    for m in rounds
+  )
+  return f"rounds x timed steps (each round the median) {counts}, {warmup}"
+
+
+def by_processor_table(records: list[dict]) -> str:
+  """jvision / fastest PyTorch per train step: one row per kind of
+  processor, dtype and batch multiplier measured (each file is one)."""
+  names = []
+  for record in records:
+    for name in record["models"]:
+      if name not in names:
+        names.append(name)
+  head = ["processor", "dtype", "date"]
+  head += [STEP_NAMES.get(n, n).split(" (")[0] for n in names]
+  rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for record in records:
+    m, settings = record["machine"], record["settings"]
+    multiplier = settings.get("batch_multiplier", 1)
+    batches = f", batches x{multiplier}" if multiplier != 1 else ""
+    cells = [where(m), settings.get("dtype", "float32") + batches, m["date"]]
+    for name in names:
+      r = record["models"].get(name)
+      cells.append(
+        f"{r['ratio_jvision_to_best_torch']:.2f} ({r['torch_best_mode']})"
+        if r
+        else "-"
+      )
+    rows.append("| " + " | ".join(cells) + " |")
+  return "\n".join(
+    [
+      "jvision images/s over the fastest PyTorch mode's, per train step "
+      "(above 1: jvision faster):",
+      "",
+      *rows,
+    ]
+  )
+
+
+def train_speed_rows(name: str, record: dict) -> list[str]:
+  """One run's end-to-end time and steady images/s (benchmarks.train_speed)."""
+  last = record["last_metrics"]
+  shown = {
+    split: {k: v for k, v in metrics.items() if "accuracy" in k}
+    for split, metrics in last.items()
+    if split != "train"
+  }
+  extra = "; ".join(
+    f"{split} {k} {100 * v:.2f}%"
+    for split, metrics in shown.items()
+    for k, v in metrics.items()
+  )
+  value = (
+    f"{record['steps']} steps of batch {record['batch_size']} "
+    f"({record['dtype']}) in {record['wall_seconds']:.1f} s end to end; "
+    f"{record['images_per_sec']:,.0f} img/s steady, "
+    f"{record['steady_seconds']:.1f} s at that rate"
+    + (f"; {extra}" if extra else "")
+  )
+  return [_row(f"`{record['config']}` speed", value, record)]
 
 
 def accuracy_rows(name: str, record: dict) -> list[str]:
@@ -190,10 +273,17 @@ def accuracy_rows(name: str, record: dict) -> list[str]:
     f"{100 * record['mean_test_accuracy']:.2f} ± "
     f"{100 * record['std_test_accuracy']:.2f}% test accuracy"
   )
+  rates = [r.get("images_per_sec") for r in record["runs"]]
+  rates = [rate for rate in rates if rate]
+  if rates:
+    rate = statistics.median(rates)
+    minutes_text = f"{minutes:.1f} min training each, {rate:,.0f} img/s"
+  else:
+    minutes_text = f"{minutes:.1f} min training each"
   return [
     _row(
       f"`{record['config']}`",
-      f"{value} ({seeds}; {minutes:.1f} min training each)",
+      f"{value} ({seeds}; {minutes_text})",
       record,
     )
   ]
@@ -260,12 +350,12 @@ def simclr_rows(record: dict) -> list[str]:
   ]
 
 
-def table() -> str:
+def table(results: pathlib.Path = RESULTS) -> str:
   rows = [
     "| what | result | machine | date | how measured |",
     "|---|---|---|---|---|",
   ]
-  for path in sorted(RESULTS.glob("*.json")):
+  for path in sorted(results.glob("*.json")):
     record = json.loads(path.read_text())
     if path.stem.startswith("accuracy_"):
       rows += accuracy_rows(path.stem, record)
@@ -281,8 +371,10 @@ def table() -> str:
       rows += search_rows(record)
     elif path.stem == "audit_speed":
       rows += audit_speed_rows(record)
-    elif path.stem == "memory":
+    elif path.stem.startswith("memory"):
       rows += memory_rows(record)
+    elif path.stem.startswith("train_speed_"):
+      rows += train_speed_rows(path.stem, record)
     elif path.stem == "pixel_knn_fashion_mnist":
       rows.append(
         _row(
@@ -304,16 +396,31 @@ def _replace(readme: str, start: str, end: str, text: str) -> str:
   return f"{head}{start}\n{text}\n{end}{tail}"
 
 
+def performance_tables(results: pathlib.Path = RESULTS) -> str | None:
+  """The summary by processor, then each comparison's table (CPU runs
+  first, then other backends); None without any comparison."""
+  paths = sorted(
+    results.glob("compare*.json"),
+    key=lambda p: (not p.stem.startswith("compare_cpu"), p.stem),
+  )
+  records = [json.loads(path.read_text()) for path in paths]
+  if not records:
+    return None
+  tables = [by_processor_table(records)]
+  tables += [performance_table(record) for record in records]
+  return "\n\n".join(tables)
+
+
 def main(argv):
-  tables = [(START, END, table())]
-  # compare.json (CPU, float32) first, then any other backend or dtype.
-  comparisons = sorted(RESULTS.glob("compare*.json"), key=lambda p: p.stem)
-  if comparisons:
-    text = "\n\n".join(
-      performance_table(json.loads(path.read_text())) for path in comparisons
-    )
-    tables.append((PERF_START, PERF_END, text))
-  if "--write" not in argv:
+  results = RESULTS
+  for arg in argv:
+    if arg.startswith("--results="):
+      results = pathlib.Path(arg.split("=", 1)[1])
+  tables = [(START, END, table(results))]
+  performance = performance_tables(results)
+  if performance:
+    tables.append((PERF_START, PERF_END, performance))
+  if "--write" not in argv or results != RESULTS:
     print("\n\n".join(text for _, _, text in tables))
     return
   readme = README.read_text()

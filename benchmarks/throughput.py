@@ -118,7 +118,7 @@ def trainer_intervals(model_name: str, steps: int, feed: str) -> dict:
 
 def main(argv):
   del argv
-  previous = common.RESULTS / "throughput.json"
+  previous = common.results_dir() / "throughput.json"
   results = json.loads(previous.read_text()) if previous.exists() else {}
   results.pop("machine", None)  # re-described by common.save
   for name in _MODELS.value:

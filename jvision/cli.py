@@ -16,6 +16,10 @@
     jvision import  --weights=FILE --arch=NAME --workdir=DIR
                     [--data=SPEC] [--labels=labels.json] [--image_size=224]
 
+Every command first logs the JAX backend and devices it found; with
+`--accelerator=gpu|tpu|cpu` (or $JVISION_ACCELERATOR) a platform JAX cannot
+start is an error, not a fall-back to the CPU.
+
 The logic lives in importable modules: `jvision.train` (trainers),
 `jvision.evaluate` (metrics and reports), `jvision.audit` (data audit),
 `jvision.data.pack` (record shards), `jvision.ship` (predict, export,
@@ -32,7 +36,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from jvision import logging_setup
+from jvision import logging_setup, parallel
 from jvision.audit import defaults as audit_defaults
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -132,6 +136,13 @@ _NUM_PROCESSES = flags.DEFINE_integer(
 )
 _PROCESS_ID = flags.DEFINE_integer(
   "process_id", None, "Multi-host: this process's index."
+)
+_ACCELERATOR = flags.DEFINE_enum(
+  "accelerator",
+  None,
+  list(parallel.ACCELERATORS),
+  "The platform to run on; an error if JAX cannot start it (default: "
+  "$JVISION_ACCELERATOR, else a single JAX_PLATFORMS, else auto).",
 )
 _HEARTBEAT = flags.DEFINE_integer(
   "heartbeat_timeout",
@@ -306,7 +317,6 @@ def main(argv):
     raise app.UsageError(
       f"unknown command {command!r}{hint} (commands: {', '.join(COMMANDS)})"
     )
-  from jvision import parallel
   from jvision.train import loop
 
   try:
@@ -316,6 +326,7 @@ def main(argv):
       _PROCESS_ID.value,
       heartbeat_timeout=_HEARTBEAT.value,
     )
+    parallel.start_devices(_ACCELERATOR.value)
     HANDLERS[command](argv)
   except loop.Preempted as error:
     print(f"jvision {command}: {error}", file=sys.stderr)

@@ -14,16 +14,23 @@ One code path per step function; the wrapper decides how it runs
 
 Either way a run on 1 or 8 devices gives the same numbers for the same
 global batch.
+
+Every command starts with `initialize` (multi-host) and `start_devices`,
+which logs the backend and devices JAX found and refuses to run when the
+platform asked for (--accelerator, $JVISION_ACCELERATOR, a single
+JAX_PLATFORMS) is not there, instead of falling back to the CPU.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import os
 from collections.abc import Callable
 
 import jax
 import numpy as np
+from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jvision import configs_io
@@ -91,6 +98,154 @@ def initialize(
       heartbeat_timeout_seconds=heartbeat_timeout,
     )
   return True
+
+
+# Asking for a platform: the `--accelerator` flag, else this variable.
+ACCELERATOR_ENV = "JVISION_ACCELERATOR"
+ACCELERATORS = ("auto", "cpu", "gpu", "tpu")
+# JAX_PLATFORMS' names -> the platform (jax.default_backend()) they start.
+_JAX_PLATFORM_NAMES = {
+  "cpu": "cpu",
+  "cuda": "gpu",
+  "rocm": "gpu",
+  "gpu": "gpu",
+  "tpu": "tpu",
+}
+# The distributions that give JAX a GPU or TPU backend (the extras of
+# pyproject.toml install one of them).
+PLUGIN_DISTRIBUTIONS = (
+  "jax-cuda12-plugin",
+  "jax-cuda13-plugin",
+  "jax-rocm7-plugin",
+  "libtpu",
+)
+
+
+def accelerator_plugins() -> list[str]:
+  """The installed JAX GPU/TPU plugins, as "name version"."""
+  found = []
+  for name in PLUGIN_DISTRIBUTIONS:
+    try:
+      found.append(f"{name} {importlib.metadata.version(name)}")
+    except importlib.metadata.PackageNotFoundError:
+      continue
+  return found
+
+
+def requested_platform(accelerator: str | None = None) -> tuple[str, str]:
+  """(platform asked for, where the request came from).
+
+  The platform is "auto" (whatever JAX starts), "cpu", "gpu" or "tpu":
+  `accelerator` (the CLI's --accelerator) if given, else $JVISION_ACCELERATOR,
+  else a JAX_PLATFORMS that names exactly one platform ("cuda" and "rocm"
+  ask for "gpu"; several, e.g. "cuda,cpu", allow JAX's fall-back and ask
+  for nothing).
+
+  Raises:
+    ValueError: an unknown --accelerator or $JVISION_ACCELERATOR value,
+      naming where it came from.
+  """
+  jax_platforms = os.environ.get("JAX_PLATFORMS", "").strip()
+  if accelerator:
+    value, source = accelerator, f"--accelerator={accelerator}"
+  elif os.environ.get(ACCELERATOR_ENV):
+    value = os.environ[ACCELERATOR_ENV]
+    source = f"{ACCELERATOR_ENV}={value}"
+  elif jax_platforms and "," not in jax_platforms:
+    platform = jax_platforms.lower()
+    return (
+      _JAX_PLATFORM_NAMES.get(platform, platform),
+      f"JAX_PLATFORMS={jax_platforms}",
+    )
+  else:
+    return "auto", "default"
+  value = value.strip().lower()
+  if value not in ACCELERATORS:
+    raise ValueError(
+      f"{source}: unknown accelerator {value!r}; expected one of "
+      f"{', '.join(ACCELERATORS)}"
+    )
+  return value, source
+
+
+def _install_hint(platform: str) -> str:
+  extra = {"gpu": "cuda12", "tpu": "tpu"}.get(platform)
+  if extra is None:
+    return ""
+  return (
+    f"; install its runtime with `make setup ACCEL={extra}` (or `pip install "
+    f"-e '.[{extra}]'`)"
+  )
+
+
+def start_devices(accelerator: str | None = None) -> dict:
+  """Starts JAX's backend, checks it is the one asked for, and logs it.
+
+  Every jvision command calls this first (after `initialize`), so a run
+  says where it runs and never falls back to the CPU silently: asking for
+  a GPU or TPU (`requested_platform`) that JAX cannot start is an error
+  naming what was asked and what was found.
+
+  Args:
+    accelerator: "auto", "cpu", "gpu", "tpu" or None (see
+      `requested_platform`).
+
+  Returns:
+    {"backend", "device_kind", "local_devices", "global_devices",
+    "process_count", "plugins", "requested", "source"}.
+
+  Raises:
+    ValueError: the asked-for platform is not there.
+  """
+  requested, source = requested_platform(accelerator)
+  plugins = accelerator_plugins()
+  found = f"installed plugins: {', '.join(plugins) or 'none'}"
+  try:
+    devices = jax.devices()
+  except (RuntimeError, AssertionError) as error:
+    # JAX_PLATFORMS=cuda without a GPU plugin fails with a bare assertion.
+    detail = str(error) or "JAX started no backend"
+    raise ValueError(
+      f"{source} asked for {requested}, which JAX could not start: {detail} "
+      f"({found}){_install_hint(requested)}"
+    ) from error
+  summary = {
+    "backend": jax.default_backend(),
+    "device_kind": devices[0].device_kind,
+    "local_devices": jax.local_device_count(),
+    "global_devices": len(devices),
+    "process_count": jax.process_count(),
+    "plugins": plugins,
+    "requested": requested,
+    "source": source,
+  }
+  if requested not in ("auto", summary["backend"]):
+    raise ValueError(
+      f"{source} asked for {requested}, but JAX found only "
+      f"{summary['backend']} devices ({summary['global_devices']} x "
+      f"{summary['device_kind']}; {found}){_install_hint(requested)}"
+    )
+  logging.info("%s", describe_devices(summary))
+  if plugins and summary["backend"] == "cpu":
+    logging.warning(
+      "%s installed, but JAX runs on the CPU: no usable accelerator was "
+      "found (set %s=gpu or tpu to make this an error)",
+      ", ".join(plugins),
+      ACCELERATOR_ENV,
+    )
+  return summary
+
+
+def describe_devices(summary: dict) -> str:
+  """One line for the log: backend, devices, processes, plugins."""
+  processes = summary["process_count"]
+  hosts = f" over {processes} processes" if processes > 1 else ""
+  return (
+    f"JAX backend {summary['backend']}: {summary['global_devices']} x "
+    f"{summary['device_kind']}{hosts} ({summary['local_devices']} local); "
+    f"accelerator plugins: {', '.join(summary['plugins']) or 'none'}; "
+    f"asked for: {summary['requested']} ({summary['source']})"
+  )
 
 
 def create_mesh(devices=None) -> Mesh:

@@ -15,7 +15,6 @@ in the order of the data source.
 import os
 
 import numpy as np
-import tensorflow_datasets as tfds
 import tqdm
 
 from jvision.data import cache, decode
@@ -26,13 +25,27 @@ from jvision.data.labels import LabelSpec, match_classes
 _READ_CHUNK = 1024  # Records read per data-source call.
 
 
+def _tfds():
+  """tensorflow_datasets, imported when a TFDS source is first used, so the
+  other sources run without it (e.g. on a GPU image that lacks it)."""
+  try:
+    import tensorflow_datasets
+  except ImportError as e:
+    raise DataError(
+      f"TFDS sources need tensorflow-datasets, which is not installed ({e}); "
+      "pip install 'tensorflow-datasets>=4.9.7,<4.10'"
+    ) from e
+  return tensorflow_datasets
+
+
 def full_name(name: str, config: str | None) -> str:
   """ "NAME/CONFIG", or "NAME" without a config."""
   return f"{name}/{config}" if config else name
 
 
 def _where(data_dir: str | None) -> str:
-  return data_dir or f"the default data_dir {tfds.core.constants.DATA_DIR}"
+  default = _tfds().core.constants.DATA_DIR
+  return data_dir or f"the default data_dir {default}"
 
 
 def _prepare_hint(name: str, data_dir: str | None) -> str:
@@ -61,6 +74,7 @@ def open_builder(name: str, config: str | None, data_dir: str | None):
     DataError: unknown name or config, or not prepared in data_dir.
   """
   full = full_name(name, config)
+  tfds = _tfds()
   try:
     builder = tfds.builder(full, data_dir=data_dir)
   except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
@@ -177,7 +191,7 @@ def _check_features(features, full: str) -> None:
     raise DataError(
       f'tfds:{full} needs features "image" and "label", it has {keys}'
     )
-  if not isinstance(features["label"], tfds.features.ClassLabel):
+  if not isinstance(features["label"], _tfds().features.ClassLabel):
     raise DataError(
       f'tfds:{full}: feature "label" must be a ClassLabel, got '
       f"{type(features['label']).__name__}"
@@ -239,11 +253,12 @@ def _read_split(
 
 def _is_encoded(builder) -> bool:
   """Whether the "image" feature is stored as an encoded file."""
-  return isinstance(builder.info.features["image"], tfds.features.Image)
+  return isinstance(builder.info.features["image"], _tfds().features.Image)
 
 
 def _data_source(full: str, split: str, data_dir: str | None, encoded: bool):
   """`tfds.data_source` of one split, encoded images left undecoded."""
+  tfds = _tfds()
   decoders = {"image": tfds.decode.SkipDecoding()} if encoded else None
   try:
     return tfds.data_source(

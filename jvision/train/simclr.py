@@ -34,6 +34,8 @@ from jvision.models.simclr import create_simclr_model
 from jvision.train import loop, setup
 from jvision.train.state import TrainState, create_train_state
 
+VIEWS_PER_IMAGE = 2  # augmented views of each image a step sees (NT-Xent)
+
 __all__ = [
   "create_train_state",
   "embed_step",
@@ -352,6 +354,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
       config=config,
       with_probe=labelled,
     ),
-    images_per_example=2,
+    images_per_example=VIEWS_PER_IMAGE,
   )
   return setup.run_loop(run, started, task, workdir)

@@ -7,6 +7,8 @@ through its dataset_info.json, as it would for any prepared dataset.
 """
 
 import io
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -140,3 +142,22 @@ def test_missing_dataset_says_how_to_prepare(tmp_path):
   with pytest.raises(DataError, match="no such dataset"):
     sources.load("tfds:no_such_set_xyz", "train", data_dir=str(tmp_path))
   assert not tfds_source.is_prepared("mnist", str(tmp_path))
+
+
+def test_tensorflow_datasets_is_needed_only_by_tfds_sources(monkeypatch):
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # missing
+  with pytest.raises(DataError, match="pip install 'tensorflow-datasets"):
+    tfds_source.open_builder("mnist", None, None)
+  assert not tfds_source.is_prepared("mnist", None)
+  out = subprocess.run(
+    [
+      sys.executable,
+      "-c",
+      "import sys, jvision.data, jvision.train.supervised; "
+      "print('tensorflow_datasets' in sys.modules)",
+    ],
+    capture_output=True,
+    text=True,
+    check=True,
+  )
+  assert out.stdout.strip() == "False"

@@ -1,0 +1,103 @@
+"""Tests for benchmarks/report.py: the processor in every row, one row per
+kind of processor in the comparison, and reports of another results dir."""
+
+import json
+
+from benchmarks import report
+
+
+def _comparison(machine: dict, ratio: float, dtype="float32") -> dict:
+  model = {
+    "batch_size": 128,
+    "jvision": {"images_per_sec": 50.0, "gflops_per_sec": 10.0},
+    "torch": {"eager": {"images_per_sec": 50.0 / ratio}},
+    "ratio_jvision_to_best_torch": ratio,
+    "torch_best_mode": "eager",
+    "fraction_of_peak": 0.1,
+  }
+  model["jvision"]["fraction_of_peak"] = 0.1
+  return {
+    "matmul_peak_gflops": {"xla": 100.0},
+    "settings": {
+      "torch_modes": ["eager"],
+      "rounds": {"simclr": 2},
+      "steps": {"simclr": 3},
+      "warmup": 2,
+      "later_warmup": 1,
+      "dtype": dtype,
+      "torch_version": "2.13.0+cpu",
+      "torch_threads": 2,
+    },
+    "models": {"simclr": model},
+    "machine": machine,
+  }
+
+
+AVX2 = {
+  "cpu": "AMD EPYC",
+  "vector_extensions": ["AVX2"],
+  "cores": 2,
+  "backend": "cpu",
+  "devices": ["cpu:0"],
+  "versions": {"jax": "0.10.2"},
+  "date": "2026-12-01",
+  "xla_flags": "",
+}
+H200 = {
+  **AVX2,
+  "cpu": "Intel Xeon",
+  "vector_extensions": ["AVX2", "AVX-512"],
+  "backend": "gpu",
+  "devices": ["cuda:0"],
+  "device_kind": "NVIDIA H200",
+}
+
+
+def test_where_names_the_cpu_kind_or_the_accelerator():
+  assert report.where(AVX2) == "AMD EPYC (AVX2), 2 cores"
+  assert report.where(H200) == (
+    "1 x NVIDIA H200 (gpu; host Intel Xeon (AVX2, AVX-512))"
+  )
+
+
+def test_one_row_per_kind_of_processor():
+  table = report.by_processor_table(
+    [_comparison(AVX2, 0.99), _comparison(H200, 1.3, "bfloat16")]
+  )
+  rows = [line for line in table.splitlines() if line.startswith("| ")]
+  assert rows[0] == "| processor | dtype | date | SimCLR |"
+  assert rows[1] == (
+    "| AMD EPYC (AVX2), 2 cores | float32 | 2026-12-01 | 0.99 (eager) |"
+  )
+  assert rows[2].startswith("| 1 x NVIDIA H200 (gpu; host Intel Xeon")
+  assert rows[2].endswith("| bfloat16 | 2026-12-01 | 1.30 (eager) |")
+
+
+def test_performance_table_gives_per_model_rounds():
+  text = report.performance_table(_comparison(AVX2, 0.99))
+  assert "rounds x timed steps (each round the median) SimCLR 2 x 3" in text
+  assert "after 2 warm-up steps (1 after the first round)" in text
+  assert "on AMD EPYC (AVX2), 2 cores, float32" in text
+
+
+def test_recorded_results_name_their_cpu():
+  table = report.table()
+  rows = [line for line in table.splitlines()[2:] if line.startswith("| ")]
+  assert rows and all(
+    "AMD EPYC Zen 5 (AVX2, AVX-512, AVX512-BF16), 2 cores" in row
+    for row in rows
+  )
+  performance = report.performance_tables()
+  zen5 = "| AMD EPYC Zen 5 (AVX2, AVX-512, AVX512-BF16), 2 cores | float32 |"
+  assert zen5 in performance
+
+
+def test_renders_another_results_dir(tmp_path):
+  (tmp_path / "compare_cpu_avx2_float32.json").write_text(
+    json.dumps(_comparison(AVX2, 0.99))
+  )
+  performance = report.performance_tables(tmp_path)
+  assert "| AMD EPYC (AVX2), 2 cores | float32 | 2026-12-01 | 0.99" in (
+    performance
+  )
+  assert report.performance_tables(tmp_path / "empty") is None

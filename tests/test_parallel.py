@@ -1,0 +1,103 @@
+"""Tests for jvision/parallel.py's device start-up: what was asked for,
+what JAX found, and the error when they differ (on this CPU-only machine)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers import REPO
+
+from jvision import parallel
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+  """No platform asked for by the environment (conftest sets JAX_PLATFORMS)."""
+  monkeypatch.delenv(parallel.ACCELERATOR_ENV, raising=False)
+  monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+  return monkeypatch
+
+
+def test_requested_platform_precedence(clean_env):
+  assert parallel.requested_platform() == ("auto", "default")
+  clean_env.setenv("JAX_PLATFORMS", "cuda")
+  assert parallel.requested_platform() == ("gpu", "JAX_PLATFORMS=cuda")
+  clean_env.setenv("JAX_PLATFORMS", "cuda,cpu")  # a fall-back is allowed
+  assert parallel.requested_platform() == ("auto", "default")
+  clean_env.setenv(parallel.ACCELERATOR_ENV, "TPU")
+  assert parallel.requested_platform() == ("tpu", "JVISION_ACCELERATOR=TPU")
+  assert parallel.requested_platform("cpu") == ("cpu", "--accelerator=cpu")
+
+
+def test_unknown_accelerator_names_the_setting(clean_env):
+  clean_env.setenv(parallel.ACCELERATOR_ENV, "xpu")
+  with pytest.raises(ValueError, match=r"JVISION_ACCELERATOR=xpu.*'xpu'.*gpu"):
+    parallel.requested_platform()
+
+
+def test_cpu_asked_and_found(clean_env):
+  summary = parallel.start_devices("cpu")
+  assert summary["backend"] == "cpu"
+  assert summary["global_devices"] == 8  # conftest's fake CPU devices
+  assert summary["plugins"] == []  # the test venv is CPU-only
+  line = parallel.describe_devices(summary)
+  assert line.startswith("JAX backend cpu: 8 x cpu (8 local)")
+  assert "asked for: cpu (--accelerator=cpu)" in line
+
+
+def test_gpu_asked_but_only_cpu_found(clean_env):
+  with pytest.raises(ValueError) as error:
+    parallel.start_devices("gpu")
+  message = str(error.value)
+  assert "--accelerator=gpu asked for gpu" in message
+  assert "found only cpu devices (8 x cpu; installed plugins: none)" in message
+  assert "ACCEL=cuda12" in message
+
+
+def _jvision(env, *args):
+  return subprocess.run(
+    [sys.executable, "-m", "jvision.cli", *args],
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+    env={**os.environ, "XLA_FLAGS": "", **env},
+    timeout=300,
+  )
+
+
+def test_cli_refuses_a_missing_gpu_before_any_work(tmp_path):
+  out = _jvision(
+    {"JAX_PLATFORMS": "", parallel.ACCELERATOR_ENV: "gpu"},
+    "train",
+    "--config=experiments/fashion_mnist_cnn.py:runlocal",
+    f"--workdir={tmp_path}/wd",
+  )
+  assert out.returncode == 1, out.stderr
+  assert (
+    "jvision train: JVISION_ACCELERATOR=gpu asked for gpu, but JAX found "
+    "only cpu devices" in out.stderr
+  )
+  assert not (tmp_path / "wd").exists()
+
+
+def test_cli_jax_platforms_cuda_without_plugin_is_a_clear_error(tmp_path):
+  out = _jvision({"JAX_PLATFORMS": "cuda"}, "eval", f"--workdir={tmp_path}")
+  assert out.returncode == 1, out.stderr
+  assert "JAX_PLATFORMS=cuda asked for gpu, which JAX could not start" in (
+    out.stderr
+  )
+  assert "Traceback" not in out.stderr
+
+
+def test_cli_logs_the_backend_it_found(tmp_path):
+  out = _jvision(
+    {"JAX_PLATFORMS": "", parallel.ACCELERATOR_ENV: "cpu"},
+    "eval",
+    f"--workdir={tmp_path}/none",
+  )
+  assert (
+    "JAX backend cpu: 1 x cpu (1 local); accelerator plugins: none; asked "
+    "for: cpu (JVISION_ACCELERATOR=cpu)" in out.stderr
+  )
+  assert "is not a jvision workdir" in out.stderr  # then the command ran
