@@ -138,10 +138,10 @@ def test_streamed_two_processes_equal_one(config_file, tmp_path):
     assert p.returncode == 0, err[-3000:]
   one, two = _params(tmp_path / "one"), _params(tmp_path / "two")
   for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two), strict=True):
-    # Float sums in another order (gloo across processes) moved the 3-class
-    # head's bias (about 0.01) by 2e-7; the floor 0.1 keeps the bound at
-    # 1e-6 for such small tensors.
-    assert np.max(np.abs(a - b)) <= 1e-5 * max(np.max(np.abs(a)), 0.1)
+    # Float sums in another order (gloo across processes) moved tensors of
+    # about 0.1 by up to 1.5e-6 (1.3e-5 relative) in these runs; the bound
+    # is 1e-4 relative, floor 0.1 for tiny tensors such as a head's bias.
+    assert np.max(np.abs(a - b)) <= 1e-4 * max(np.max(np.abs(a)), 0.1)
 
 
 @pytest.mark.slow
