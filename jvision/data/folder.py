@@ -334,7 +334,7 @@ def index_folder(path: str) -> FolderIndex:
     split = parts[0] if splits else ""
     by_split.setdefault(split, []).append((name, parts[depth - 1]))
   class_names = sorted({c for entries in by_split.values() for _, c in entries})
-  if len(class_names) <= 1:  # No class folders, or one: unlabelled.
+  if not class_names or (len(class_names) == 1 and not outside):
     return _unlabelled_index(path, prefix, names, splits, class_names)
   if outside:
     _log.warning(
