@@ -154,19 +154,16 @@ class TrainBatch(_Reading):
     )
 
     def crop_one(stored, i: int, example_id: str):
-      views = [
-        crops.train_crop(
-          stored,
-          crops.example_rng(seed, int(step), i, view),
-          path=example_id,
-          size=s.size,
-          channels=s.channels,
-          scale=s.scale,
-          ratio=s.ratio,
-          flip=s.flip,
-        )
-        for view in range(s.views)
-      ]
+      views = crops.train_views(  # decoded once for all views
+        stored,
+        [crops.example_rng(seed, int(step), i, v) for v in range(s.views)],
+        path=example_id,
+        size=s.size,
+        channels=s.channels,
+        scale=s.scale,
+        ratio=s.ratio,
+        flip=s.flip,
+      )
       return views[0] if s.views == 1 else np.stack(views)
 
     images, skipped = _read_all(self, indices, crop_one)

@@ -155,14 +155,14 @@ def test_eval_crop_matches_resize_then_centre_crop(width, height, tolerance):
 def _draft_sizes(monkeypatch) -> list:
   """Records the size of each image `crops` decodes."""
   sizes = []
-  original = crops._load_for_box
+  original = crops._load_for_boxes
 
-  def spy(image, box, size):
-    loaded = original(image, box, size)
+  def spy(image, boxes, size):
+    loaded = original(image, boxes, size)
     sizes.append(loaded.size)
     return loaded
 
-  monkeypatch.setattr(crops, "_load_for_box", spy)
+  monkeypatch.setattr(crops, "_load_for_boxes", spy)
   return sizes
 
 
@@ -337,7 +337,7 @@ def test_decompression_bomb_is_refused_before_decoding(monkeypatch):
   monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
   decoded = []
   monkeypatch.setattr(
-    crops, "_load_for_box", lambda *a: decoded.append(a) or a[0]
+    crops, "_load_for_boxes", lambda *a: decoded.append(a) or a[0]
   )
   with pytest.raises(DecodeError, match="bomb.png.*40 x 40 = 1,600 pixels"):
     crops.eval_crop(
@@ -348,3 +348,36 @@ def test_decompression_bomb_is_refused_before_decoding(monkeypatch):
       crop_fraction=1,
     )
   assert decoded == []
+
+
+def test_views_are_crops_of_one_decode(monkeypatch):
+  kwargs = dict(path="x", size=32, channels=3, scale=SCALE, ratio=RATIO)
+  png = _png(_smooth(120, 160))
+  sizes = _draft_sizes(monkeypatch)
+  rngs = [crops.example_rng(0, 3, 5, view) for view in range(3)]
+  views = crops.train_views(png, rngs, flip=True, **kwargs)
+  assert len(sizes) == 1  # One decode for three views.
+  for view, got in enumerate(views):  # Each is its generator's train_crop.
+    rng = crops.example_rng(0, 3, 5, view)
+    want = crops.train_crop(png, rng, flip=True, **kwargs)
+    np.testing.assert_array_equal(got, want)
+  # A JPEG is decoded at the scale the smallest box allows: each view is
+  # then as close to a full decode's crop as its own draft would be.
+  pixels = _smooth(1200, 1600, seed=4)
+  jpeg = _jpeg(pixels)
+  boxes = [(0, 0, 1200, 1200), (400, 300, 700, 600)]  # alone: 1/8, 1/4
+  sizes.clear()
+  got = crops.crops_to_size(
+    jpeg,
+    path="x",
+    size=64,
+    channels=3,
+    boxes_fn=lambda w, h: boxes,
+    flips=[False, True],
+  )
+  assert sizes == [(400, 300)]  # 1/4 for both
+  full = Image.open(io.BytesIO(jpeg)).convert("RGB")
+  for box, out, flipped in zip(boxes, got, (False, True), strict=True):
+    want = np.asarray(full.resize((64, 64), Image.Resampling.BILINEAR, box=box))
+    want = want[:, ::-1] if flipped else want
+    assert np.abs(out.astype(int) - want.astype(int)).mean() < 2

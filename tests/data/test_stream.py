@@ -84,22 +84,16 @@ def _by_hand(split, step, views, seed=3, **where):
   )
   reader = split.reader()
   images = []
+  kwargs = dict(size=SIZE, channels=3, scale=s.scale, ratio=s.ratio, flip=True)
   for i in indices:
-    data = reader.read(split.keys[i])
-    views_of_i = [
-      crops.train_crop(
-        data,
-        crops.example_rng(seed, step, int(i), view),
-        path=str(split.ids[i]),
-        size=SIZE,
-        channels=3,
-        scale=s.scale,
-        ratio=s.ratio,
-        flip=s.flip,
-      )
-      for view in range(views)
-    ]
-    images.append(views_of_i[0] if views == 1 else np.stack(views_of_i))
+    data, path = reader.read(split.keys[i]), str(split.ids[i])
+    if views == 1:
+      rng = crops.example_rng(seed, step, int(i))
+      images.append(crops.train_crop(data, rng, path=path, **kwargs))
+    else:  # the views of one decode
+      rngs = [crops.example_rng(seed, step, int(i), v) for v in range(views)]
+      views_of_i = crops.train_views(data, rngs, path=path, **kwargs)
+      images.append(np.stack(views_of_i))
   return np.stack(images), split.labels[indices]
 
 
