@@ -241,7 +241,9 @@ def pipeline_rows(record: dict) -> list[str]:
     f"{record['settings']['size']} ({data.get('images', '?'):,} JPEGs: "
     f"{data.get('what', data.get('source'))})"
   )
-  return [_row(what, "; ".join(cells), record)]
+  load = record["settings"]["load_average_after"][1]
+  value = "; ".join(cells) + f" (VM load average {load:.0f} over the run)"
+  return [_row(what, value, record)]
 
 
 def _pct(fraction: float) -> str:
