@@ -30,6 +30,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
+import time
 
 import grain
 import numpy as np
@@ -41,6 +43,7 @@ from jvision.data.index import SplitIndex
 
 _log = logging.getLogger(__name__)
 _MAX_LOGGED = 20  # skipped examples named per log line
+_PARENT_POLL_SECONDS = 1.0  # how often a worker checks that its parent lives
 
 
 def default_workers() -> int:
@@ -246,9 +249,26 @@ def iterate(dataset: grain.MapDataset, workers: int, *, buffer: int = 2):
     iterable.mp_prefetch(
       grain.MultiprocessingOptions(
         num_workers=workers, per_worker_buffer_size=buffer
-      )
+      ),
+      worker_init_fn=_exit_with_parent,
     )
   )
+
+
+def _exit_with_parent(worker_index: int, worker_count: int) -> None:
+  """Makes this worker process exit when the process that started it is
+  gone. A parent killed with SIGKILL (a preempted or killed run) cannot
+  stop its workers, and grain's workers would otherwise live on, idle,
+  holding their memory and the parent's output pipes."""
+  del worker_index, worker_count
+  parent = os.getppid()
+
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(_PARENT_POLL_SECONDS)
+    os._exit(1)
+
+  threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def train_batches(

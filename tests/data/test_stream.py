@@ -8,11 +8,17 @@ unreadable examples are replaced within their batch and reported.
 
 import logging
 import struct
+import subprocess
+import sys
+import textwrap
+import time
 import zipfile
 import zlib
 
 import numpy as np
+import psutil
 import pytest
+from helpers import REPO
 
 from jvision.data import crops, index, pipeline, stream
 from jvision.data.decode import DecodeError
@@ -128,6 +134,62 @@ def test_worker_processes_resume_and_slices_agree(photos):
     ).mean()
     > 5
   )
+
+
+def test_workers_exit_when_their_parent_is_killed(photos, tmp_path):
+  # A run killed with SIGKILL cannot stop its workers; they notice and go.
+  script = tmp_path / "reader.py"
+  script.write_text(
+    textwrap.dedent(f"""
+      import time
+      from jvision.data import index, stream
+
+      if __name__ == "__main__":  # spawned workers import this module
+        split = index.index_split(
+          "folder:{photos.reader.path}", "train", holdout_fraction=0.0
+        )
+        batches = stream.train_batches(
+          split, stream.CropSettings(size=8, channels=3), start=0,
+          stop=10**6, batch_size=2, seed=0, workers=1,
+        )
+        next(batches)
+        print("reading", flush=True)
+        time.sleep(600)
+    """)
+  )
+  process = subprocess.Popen(
+    [sys.executable, str(script)],
+    cwd=REPO,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.DEVNULL,
+  )
+  try:
+    assert process.stdout.readline() == b"reading\n"
+    children = psutil.Process(process.pid).children(recursive=True)
+    assert children  # the worker (and multiprocessing's resource tracker)
+  finally:
+    process.kill()
+    process.wait()
+  deadline = time.monotonic() + 20
+  while _running(children) and time.monotonic() < deadline:
+    time.sleep(0.2)
+  alive = _running(children)
+  for child in alive:  # left over: fail, but leave nothing running
+    child.kill()
+  assert alive == []
+  assert process.stdout.read() == b""  # every holder of the pipe is gone
+
+
+def _running(processes: list) -> list:
+  """The processes that still run (not exited, not zombies)."""
+  running = []
+  for process in processes:
+    try:
+      if process.status() != psutil.STATUS_ZOMBIE:
+        running.append(process)
+    except psutil.NoSuchProcess:
+      pass
+  return running
 
 
 def test_resumed_stream_reads_the_uninterrupted_batches(photos):
