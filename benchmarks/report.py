@@ -312,6 +312,30 @@ def throughput_rows(record: dict) -> list[str]:
   return rows
 
 
+def pipeline_rows(record: dict) -> list[str]:
+  """Host pipeline images/s per worker count: jvision against PyTorch."""
+  cells = []
+  for workers, r in record["per_workers"].items():
+    mine, theirs = r["jvision"], r["torch"]
+    cells.append(
+      f"{workers} worker(s): jvision {mine['images_per_sec']:.0f} img/s "
+      f"({mine['images_per_sec_per_worker']:.0f} per worker), PyTorch "
+      f"DataLoader {theirs['images_per_sec']:.0f} "
+      f"(**{r['ratio_jvision_to_torch']:.2f}x**; CPU time per image "
+      f"{mine['cpu_ms_per_image']:.2f} vs {theirs['cpu_ms_per_image']:.2f} "
+      f"ms, {r['ratio_cpu_per_image']:.2f}x)"
+    )
+  data = record["data"]
+  what = (
+    f"host pipeline, decode + random-resized crop + flip to "
+    f"{record['settings']['size']} ({data.get('images', '?'):,} JPEGs: "
+    f"{data.get('what', data.get('source'))})"
+  )
+  load = record["settings"]["load_average_after"][1]
+  value = "; ".join(cells) + f" (VM load average {load:.0f} over the run)"
+  return [_row(what, value, record)]
+
+
 def _pct(fraction: float) -> str:
   return f"{fraction * 100:g}%"
 
@@ -375,6 +399,8 @@ def table(results: pathlib.Path = RESULTS) -> str:
       rows += memory_rows(record)
     elif path.stem.startswith("train_speed_"):
       rows += train_speed_rows(path.stem, record)
+    elif path.stem.startswith("pipeline"):
+      rows += pipeline_rows(record)
     elif path.stem == "pixel_knn_fashion_mnist":
       rows.append(
         _row(

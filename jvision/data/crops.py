@@ -7,7 +7,8 @@ a train or eval step takes; colour, blur and normalisation stay on device.
   area and log-uniform aspect `ratio`, drawn as torchvision's
   `RandomResizedCrop` does: ten tries, then a centre crop of the clamped
   ratio), resized to `size` x `size`, and a mirror image with
-  probability 1/2. SimCLR's two views are two such crops of the original.
+  probability 1/2. SimCLR's two views are two such crops of the original,
+  decoded once (`train_views`).
 * Evaluation: the centre square of side `crop_fraction` x the shorter side
   (resize the shorter side to size / crop_fraction, then centre-crop size:
   224 of 256 for ImageNet), resized to `size` x `size`.
@@ -101,11 +102,11 @@ def _oriented_size(image: Image.Image) -> tuple[int, int]:
   return width, height
 
 
-def _load_for_box(image: Image.Image, box, size: int) -> Image.Image:
-  """Loads `image` (a JPEG at the smallest DCT scale that keeps the box at
-  least `size` pixels on its shorter side) and uprights it."""
+def _load_for_boxes(image: Image.Image, boxes, size: int) -> Image.Image:
+  """Loads `image` (a JPEG at the smallest DCT scale that keeps every box
+  at least `size` pixels on its shorter side) and uprights it."""
   if image.format == "JPEG":
-    reduce = min(box[2] - box[0], box[3] - box[1]) / size
+    reduce = min(min(b[2] - b[0], b[3] - b[1]) for b in boxes) / size
     if reduce >= 2:  # draft scales by 1/2, 1/4 or 1/8 at most this far
       width, height = image.size
       image.draft(
@@ -150,25 +151,52 @@ def crop_to_size(
   Raises:
     DecodeError: the file is empty, truncated, too large or not an image.
   """
+  return crops_to_size(
+    encoded,
+    path=path,
+    size=size,
+    channels=channels,
+    boxes_fn=lambda width, height: [box_fn(width, height)],
+    flips=[flip],
+  )[0]
+
+
+def crops_to_size(
+  encoded,
+  *,
+  path: str,
+  size: int,
+  channels: int | None,
+  boxes_fn,
+  flips,
+) -> list[np.ndarray]:
+  """Decodes `encoded` once and resizes each box of `boxes_fn(width,
+  height)` (a list of boxes, as `crop_to_size`'s box_fn gives one),
+  mirroring those whose entry of `flips` is true; JPEGs are decoded at the
+  DCT scale the smallest box allows. Returns [uint8 [size, size, C]] in
+  the boxes' order. Raises DecodeError as `crop_to_size`."""
   try:
     if isinstance(encoded, np.ndarray):  # stored decoded (some TFDS sets)
       pixels = encoded[..., 0] if encoded.shape[-1] == 1 else encoded
       image = Image.fromarray(pixels)
       oriented = image.size
-      box = box_fn(*oriented)
+      boxes = boxes_fn(*oriented)
     else:
       if not encoded:
         raise decode.DecodeError(path, "empty file (0 bytes)")
       image = decode.open_checked(encoded)
       oriented = _oriented_size(image)
-      box = box_fn(*oriented)
-      image = _load_for_box(image, box, size)
+      boxes = boxes_fn(*oriented)
+      image = _load_for_boxes(image, boxes, size)
     image = decode.to_channels(image, channels)
     sx, sy = image.size[0] / oriented[0], image.size[1] / oriented[1]
-    scaled = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
-    out = image.resize((size, size), Image.Resampling.BILINEAR, box=scaled)
-    if flip:
-      out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    outs = []
+    for box, flip in zip(boxes, flips, strict=True):
+      scaled = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+      out = image.resize((size, size), Image.Resampling.BILINEAR, box=scaled)
+      if flip:
+        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+      outs.append(out)
   except decode.DecodeError:
     raise  # already says what is wrong (a ValueError, like PIL's errors)
   except Image.UnidentifiedImageError as e:
@@ -177,8 +205,8 @@ def crop_to_size(
     ) from e
   except decode.PIL_ERRORS as e:
     raise decode.DecodeError(path, f"{type(e).__name__}: {e}") from e
-  array = np.asarray(out)
-  return array[..., None] if array.ndim == 2 else array
+  arrays = [np.asarray(out) for out in outs]
+  return [a[..., None] if a.ndim == 2 else a for a in arrays]
 
 
 def train_crop(
@@ -194,14 +222,42 @@ def train_crop(
 ) -> np.ndarray:
   """A random-resized crop (and a mirror image with p = 1/2 when `flip`):
   uint8 [size, size, C]."""
-  mirrored = bool(flip and rng.random() < 0.5)
-  return crop_to_size(
+  return train_views(
+    encoded,
+    [rng],
+    path=path,
+    size=size,
+    channels=channels,
+    scale=scale,
+    ratio=ratio,
+    flip=flip,
+  )[0]
+
+
+def train_views(
+  encoded,
+  rngs: list[np.random.Generator],
+  *,
+  path: str,
+  size: int,
+  channels: int | None,
+  scale: tuple[float, float],
+  ratio: tuple[float, float],
+  flip: bool,
+) -> list[np.ndarray]:
+  """One `train_crop` per generator of one image decoded once (SimCLR's
+  views): [uint8 [size, size, C]]. Each generator draws what `train_crop`
+  draws, in its order (the mirror, then the box)."""
+  mirrored = [bool(flip and rng.random() < 0.5) for rng in rngs]
+  return crops_to_size(
     encoded,
     path=path,
     size=size,
     channels=channels,
-    box_fn=lambda w, h: random_box(rng, w, h, scale=scale, ratio=ratio),
-    flip=mirrored,
+    boxes_fn=lambda w, h: [
+      random_box(rng, w, h, scale=scale, ratio=ratio) for rng in rngs
+    ],
+    flips=mirrored,
   )
 
 

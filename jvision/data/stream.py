@@ -43,6 +43,7 @@ from jvision.data.index import SplitIndex
 
 _log = logging.getLogger(__name__)
 _MAX_LOGGED = 20  # skipped examples named per log line
+_PARENT_POLL_SECONDS = 1.0  # how often a worker checks that its parent lives
 
 
 def default_workers() -> int:
@@ -170,19 +171,16 @@ class TrainBatch(_Reading):
     )
 
     def crop_one(stored, i: int, example_id: str):
-      views = [
-        crops.train_crop(
-          stored,
-          crops.example_rng(seed, int(step), i, view),
-          path=example_id,
-          size=s.size,
-          channels=s.channels,
-          scale=s.scale,
-          ratio=s.ratio,
-          flip=s.flip,
-        )
-        for view in range(s.views)
-      ]
+      views = crops.train_views(  # decoded once for all views
+        stored,
+        [crops.example_rng(seed, int(step), i, v) for v in range(s.views)],
+        path=example_id,
+        size=s.size,
+        channels=s.channels,
+        scale=s.scale,
+        ratio=s.ratio,
+        flip=s.flip,
+      )
       return views[0] if s.views == 1 else np.stack(views)
 
     images, skipped = _read_all(self, indices, crop_one)
@@ -250,9 +248,6 @@ class EvalBatch(_Reading):
       "mask": mask,
       "skipped": skipped,
     }
-
-
-_PARENT_POLL_SECONDS = 1.0
 
 
 def _exit_with_parent(worker_index: int, worker_count: int) -> None:

@@ -213,3 +213,60 @@ def test_convert_arrays_resizes_and_converts_channels():
   out = decode.convert_arrays(images, image_size=32, channels=3)
   assert out.shape == (2, 32, 32, 3) and out.dtype == np.uint8
   assert out[0].max() == 0 and out[1].min() == 255
+
+
+def _png_header(width: int, height: int) -> bytes:
+  """A PNG that declares width x height RGB pixels and holds none."""
+  import struct
+  import zlib
+
+  def chunk(kind: bytes, body: bytes) -> bytes:
+    crc = zlib.crc32(kind + body)
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+  ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+  idat = zlib.compress(b"\0" * 16)
+  return (
+    b"\x89PNG\r\n\x1a\n"
+    + chunk(b"IHDR", ihdr)
+    + chunk(b"IDAT", idat)
+    + chunk(b"IEND", b"")
+  )
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("side", [10_000, 100_000])
+def test_decompression_bomb_is_refused_from_its_header(side):
+  # 10,000^2 = 1e8 pixels lies between PIL's limit (about 8.9e7) and twice
+  # it, where PIL itself only warns; 1e10 is beyond both.
+  data = _png_header(side, side)
+  assert len(data) < 100
+  with pytest.raises(DecodeError, match="bomb.png.*pixels") as info:
+    decode_image(data, path="bomb.png")
+  assert "limit" in info.value.reason
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_open_checked_reads_the_limit_when_called(monkeypatch):
+  data = _encode(Image.new("RGB", (40, 30)), "PNG")
+  assert decode.open_checked(data).size == (40, 30)
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+  with pytest.raises(
+    Image.DecompressionBombError,
+    match="40 x 30 = 1,200 pixels is above the 1,000-pixel limit",
+  ):
+    decode.open_checked(data)
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # PIL's "no limit"
+  assert decode.open_checked(data).size == (40, 30)
+
+
+def test_to_channels_converts_modes():
+  rgba = Image.new("RGBA", (2, 2), (255, 0, 0, 0))
+  assert (
+    np.asarray(decode.to_channels(rgba, None)).tolist()
+    == [[[255, 255, 255]] * 2] * 2
+  )  # Transparent on white.
+  gray = Image.new("L", (2, 2), 7)
+  assert decode.to_channels(gray, None).mode == "L"
+  assert decode.to_channels(gray, 3).mode == "RGB"
+  assert decode.to_channels(Image.new("RGB", (2, 2)), 1).mode == "L"

@@ -319,3 +319,134 @@ def test_corrupt_zip_member_is_skipped(tmp_path, imgs):
   ((bad, reason),) = ds.skipped
   assert bad == "a/2.png" and "corrupt zip member" in reason
   assert folder.index_folder(str(path)).splits == ("train", "test")
+
+
+def test_zip_member_leaving_the_archive_is_refused_and_never_read(
+  tmp_path, imgs, caplog, monkeypatch
+):
+  path = tmp_path / "sly.zip"
+  png = imgs.png(imgs.solid(3))
+  imgs.write_zip(
+    path,
+    {"a/1.png": png, "b/1.png": png, "../x.png": png, "a/../../y.png": png},
+  )
+  tree = folder.Tree(str(path))
+  assert tree.names == ["a/1.png", "b/1.png"]
+  assert tree.refused == [
+    ("../x.png", "path leaves the archive ('..')"),
+    ("a/../../y.png", "path leaves the archive ('..')"),
+  ]
+  tree.close()
+  assert folder.unsafe_member("/etc/x.png") == "absolute path in the archive"
+  assert folder.unsafe_member("C:/x.png") == "absolute path in the archive"
+  assert folder.unsafe_member("a/..b/x.png") is None
+  read = []
+  original = folder.Tree.read
+  monkeypatch.setattr(
+    folder.Tree,
+    "read",
+    lambda self, name: read.append(name) or original(self, name),
+  )
+  with caplog.at_level(logging.WARNING):
+    ds = _load(path, "train", holdout_fraction=0.0, use_cache=False)
+  assert ds.ids.tolist() == ["a/1.png", "b/1.png"]
+  assert sorted(read) == ["a/1.png", "b/1.png"]
+  assert "refused 2 archive member(s)" in caplog.text
+  assert "../x.png: path leaves the archive" in caplog.text
+
+
+def test_zip_member_inflating_past_the_limit_is_not_read(
+  tmp_path, imgs, monkeypatch
+):
+  import tracemalloc
+  import zipfile
+
+  path = tmp_path / "bomb.zip"
+  png = imgs.png(imgs.solid(4))
+  with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+    archive.writestr("a/1.png", png)
+    archive.writestr("a/2.png", png)
+    archive.writestr("b/big.png", bytes(20 * 2**20))  # 20 MiB of zeros
+  assert path.stat().st_size < 100_000
+  monkeypatch.setenv("JVISION_MAX_FILE_MB", "10")
+  tree = folder.Tree(str(path))
+  assert tree.size("b/big.png") == 20 * 2**20
+  tracemalloc.start()
+  try:
+    with pytest.raises(OSError, match=r"20\.0 MiB is above the 10 MiB limit"):
+      tree.read("b/big.png")
+    _, peak = tracemalloc.get_traced_memory()
+  finally:
+    tracemalloc.stop()
+  assert peak < 2**20  # Refused from the directory entry, nothing inflated.
+  assert tree.read("a/1.png") == png
+  tree.close()
+  ds = _load(path, "train", holdout_fraction=0.0, use_cache=False)
+  assert ds.ids.tolist() == ["a/1.png", "a/2.png"]
+  ((bad, reason),) = ds.skipped
+  assert bad == "b/big.png" and "10 MiB limit" in reason
+
+
+def test_file_above_the_limit_is_refused_and_bad_limit_named(
+  tmp_path, imgs, monkeypatch
+):
+  root = tmp_path / "files"
+  imgs.write_files(root, {"a/1.png": imgs.png(imgs.solid(1))})
+  (root / "a" / "2.png").write_bytes(bytes(3 * 2**20))
+  monkeypatch.setenv("JVISION_MAX_FILE_MB", "2.5")
+  assert folder.max_file_bytes() == int(2.5 * 2**20)
+  with pytest.raises(OSError, match=r"3\.0 MiB is above the 2 MiB"):
+    folder.Tree(str(root)).read("a/2.png")
+  monkeypatch.setenv("JVISION_MAX_FILE_MB", "lots")
+  with pytest.raises(DataError, match=r"JVISION_MAX_FILE_MB='lots' is not"):
+    folder.max_file_bytes()
+  monkeypatch.delenv("JVISION_MAX_FILE_MB")
+  assert folder.max_file_bytes() == 256 * 2**20
+
+
+@pytest.mark.parametrize(
+  "layout, ids",
+  [
+    ({"x.jpg": 1, "y.png": 2, "z.png": 3}, ["x.jpg", "y.png", "z.png"]),
+    (  # One single folder is no class either.
+      {"photos/x.jpg": 1, "photos/y.png": 2},
+      ["photos/x.jpg", "photos/y.png"],
+    ),
+    (  # A wrapper folder above one folder.
+      {"me/photos/x.jpg": 1, "me/photos/y.png": 2},
+      ["photos/x.jpg", "photos/y.png"],
+    ),
+  ],
+)
+def test_folder_without_class_folders_is_unlabelled(
+  tmp_path, imgs, layout, ids
+):
+  root = tmp_path / "mine"
+  imgs.write_files(
+    root, {n: imgs.png(imgs.solid(10 * v)) for n, v in layout.items()}
+  )
+  index = folder.index_folder(str(root))
+  assert not index.labelled and index.class_names == ()
+  assert index.splits == ("train",)
+  ds = _load(root, "train")
+  assert ds.ids.tolist() == ids
+  assert ds.labels.tolist() == [-1] * len(ids) and not ds.labelled
+  assert ds.class_names == () and ds.num_classes == 0
+  assert ds.images[:, 0, 0, 0].tolist() == [10 * v for v in layout.values()]
+  with pytest.raises(DataError, match=r"has splits \['train'\]"):
+    _load(root, "test")
+  spec = labels.builtin_label_spec("cifar10")
+  with pytest.raises(DataError, match="no class folders .*'cifar10'"):
+    _load(root, "train", label_spec=spec)
+
+
+def test_unlabelled_zip_with_split_folders_keeps_its_splits(tmp_path, imgs):
+  path = tmp_path / "mine.zip"
+  png = imgs.png(imgs.solid(5))
+  imgs.write_zip(
+    path, {"train/1.png": png, "train/2.png": png, "test/3.png": png}
+  )
+  index = folder.index_folder(str(path))
+  assert index.splits == ("train", "test") and not index.labelled
+  ds = _load(path, "test")
+  assert ds.ids.tolist() == ["test/3.png"] and ds.labels.tolist() == [-1]
