@@ -1,7 +1,10 @@
 """Helpers shared by tests (importable: pyproject puts tests/ on the path)."""
 
 import io
+import os
 import pathlib
+import subprocess
+import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -156,3 +159,18 @@ def write_photo_folder(
         stem = f"{name}_{i:03d}" if name else f"{i:03d}"
         (folder / f"{stem}.jpg").write_bytes(jpeg_bytes(base.astype(np.uint8)))
   return root
+
+
+def run_cli(*args, cwd=REPO, timeout: int = 600):
+  """`python -m jvision.cli ARGS` as a user runs it: one CPU device, this
+  checkout's jvision first on the path; the CompletedProcess (text)."""
+  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+  env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+  return subprocess.run(
+    [sys.executable, "-m", "jvision.cli", *args],
+    capture_output=True,
+    text=True,
+    cwd=cwd,
+    env=env,
+    timeout=timeout,
+  )

@@ -1,24 +1,12 @@
 """Tests for jvision/cli.py, run as a user runs it (subprocesses)."""
 
 import json
-import os
-import subprocess
-import sys
 
-from helpers import REPO
-
-ENV = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+from helpers import REPO, run_cli
 
 
 def jvision(*args, cwd=REPO):
-  return subprocess.run(
-    [sys.executable, "-m", "jvision.cli", *args],
-    capture_output=True,
-    text=True,
-    cwd=cwd,
-    env=ENV,
-    timeout=600,
-  )
+  return run_cli(*args, cwd=cwd)
 
 
 def test_unknown_config_key_lists_close_keys(tmp_path):

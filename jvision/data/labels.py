@@ -19,6 +19,8 @@ import importlib.resources
 import json
 from collections.abc import Iterable
 
+import numpy as np
+
 from jvision.data.dataset import DataError
 
 BUILTIN_SPECS = ("fashion_mnist", "mnist", "cifar10")
@@ -257,3 +259,17 @@ def cache_key(spec: LabelSpec | None) -> list | None:
   if spec is None:
     return None
   return [[c.name, *c.aliases] for c in spec.classes]
+
+
+def remap(labels, names, label_spec: LabelSpec | None, source: str):
+  """Labels of a source whose class `names` (by label id) a label spec
+  renames: (int32 labels [N] in the spec's ids, the spec's class names);
+  (labels, names) without a spec. `source` prefixes errors."""
+  if label_spec is None:
+    return labels, tuple(names)
+  try:
+    mapping = match_classes(label_spec, names)
+  except DataError as e:
+    raise DataError(f"{source}: {e}") from e
+  lut = np.asarray([mapping[n] for n in names], dtype=np.int32)
+  return lut[labels], label_spec.class_names

@@ -49,7 +49,7 @@ from jvision.data import cache, decode, folder
 from jvision.data import labels as labels_lib
 from jvision.data.dataset import ArrayDataset, DataError, first_per_class
 from jvision.data.index import SplitIndex
-from jvision.data.labels import LabelSpec, match_classes
+from jvision.data.labels import LabelSpec
 
 FORMAT = "jvision-packed"
 VERSION = 1  # of packed.json and of the record layout
@@ -268,12 +268,9 @@ def _apply_label_spec(
       f"packed:{directory} is an unlabelled source (no class names), so "
       f"label spec {label_spec.name!r} cannot name its classes"
     )
-  try:
-    mapping = match_classes(label_spec, class_names)
-  except DataError as e:
-    raise DataError(f"packed:{directory}: {e}") from e
-  lut = np.asarray([mapping[n] for n in class_names], dtype=np.int32)
-  return lut[labels], label_spec.class_names
+  return labels_lib.remap(
+    labels, class_names, label_spec, f"packed:{directory}"
+  )
 
 
 def index_packed_split(

@@ -20,7 +20,7 @@ import tqdm
 from jvision.data import cache, decode
 from jvision.data import labels as labels_lib
 from jvision.data.dataset import ArrayDataset, DataError, first_per_class
-from jvision.data.labels import LabelSpec, match_classes
+from jvision.data.labels import LabelSpec
 
 _READ_CHUNK = 1024  # Records read per data-source call.
 
@@ -334,14 +334,7 @@ def _apply_label_spec(
   full: str,
 ) -> tuple[np.ndarray, tuple[str, ...]]:
   """Remaps labels through a label spec; returns (labels, class_names)."""
-  if label_spec is None:
-    return labels, tuple(names)
-  try:
-    mapping = match_classes(label_spec, names)
-  except DataError as e:
-    raise DataError(f"tfds:{full}: {e}") from e
-  lut = np.asarray([mapping[n] for n in names], dtype=np.int32)
-  return lut[labels], label_spec.class_names
+  return labels_lib.remap(labels, names, label_spec, f"tfds:{full}")
 
 
 def _as_image(value, full: str) -> np.ndarray:

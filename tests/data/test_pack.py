@@ -4,14 +4,12 @@ source left untouched, unreadable examples, and the `jvision pack` command."""
 import json
 import os
 import shutil
-import subprocess
-import sys
 import zipfile
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from helpers import REPO
+from helpers import run_cli
 
 import jvision.data
 from jvision.data import index, pack
@@ -272,19 +270,6 @@ def test_tfds_images_stored_decoded_pack_as_png(tmp_path):
   assert sorted(got.images[:, 0, 0, 0].tolist()) == [0, 20, 40, 60, 80]
   reader = index.index_split(f"packed:{out}", "train").reader()
   assert reader.read(0)[:4] == b"\x89PNG"
-
-
-def run_cli(*args):
-  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
-  env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-  return subprocess.run(
-    [sys.executable, "-m", "jvision.cli", *args],
-    capture_output=True,
-    text=True,
-    cwd=REPO,
-    env=env,
-    timeout=300,
-  )
 
 
 def test_pack_command_in_two_processes(source, tmp_path):

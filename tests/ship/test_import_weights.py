@@ -26,14 +26,13 @@ import json
 import os
 import pathlib
 import re
-import subprocess
 import sys
 import types
 
 import numpy as np
 import pytest
 from helpers import REPO as REPO_ROOT
-from helpers import png_bytes
+from helpers import png_bytes, run_cli
 
 from jvision.ship import (
   export,
@@ -451,15 +450,7 @@ CLASSES = ("cat", "dog")
 
 
 def _jvision(*args, cwd):
-  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
-  return subprocess.run(
-    [sys.executable, "-m", "jvision.cli", *args],
-    capture_output=True,
-    text=True,
-    cwd=cwd,
-    env=env,
-    timeout=600,
-  )
+  return run_cli(*args, cwd=cwd)
 
 
 def _folder(root: pathlib.Path, per_class: int = 8) -> pathlib.Path:
