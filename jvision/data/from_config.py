@@ -105,7 +105,14 @@ def index_split(config: ml_collections.ConfigDict, split: str, **kwargs):
 
 
 def resolve_loading(config: ml_collections.ConfigDict) -> tuple[str, str]:
-  """Resolves `config.data.loading` to ("memory" | "stream", why).
+  """Resolves `config.data.loading` to ("memory" | "stream", why)."""
+  loading, why, _ = _resolve(config)
+  return loading, why
+
+
+def _resolve(config: ml_collections.ConfigDict):
+  """`resolve_loading`'s (loading, why), and the training split's index
+  when "auto" had to build it to measure the split (else None).
 
   "auto" streams a folder, zip, TFDS or packed source whose decoded
   training split at data.image_size would take more than
@@ -119,7 +126,7 @@ def resolve_loading(config: ml_collections.ConfigDict) -> tuple[str, str]:
   d = config.data
   configs_io.check_choice("data.loading", d.loading, LOADINGS)
   if d.loading == "memory":
-    return "memory", "config.data.loading='memory'"
+    return "memory", "config.data.loading='memory'", None
   if not _streamable(config):
     if d.loading == "stream":
       raise ValueError(
@@ -127,24 +134,25 @@ def resolve_loading(config: ml_collections.ConfigDict) -> tuple[str, str]:
         f"only; streaming reads {', '.join(index_lib.STREAMABLE_KINDS)} "
         "sources (set data.loading='memory' or 'auto')"
       )
-    return "memory", "the source is small and only loaded in memory"
+    return "memory", "the source is small and only loaded in memory", None
   if d.image_size is None:
     if d.loading == "stream":
       raise ValueError(
         "config.data.loading='stream' needs config.data.image_size: the "
         "side of the crops the stream workers make"
       )
-    return "memory", "config.data.image_size is None (stored sizes kept)"
+    return "memory", "config.data.image_size is None (stored sizes kept)", None
   if d.loading == "stream":
-    return "stream", "config.data.loading='stream'"
-  count = len(index_split(config, d.train_split, progress=False))
+    return "stream", "config.data.loading='stream'", None
+  train_index = index_split(config, d.train_split, progress=False)
+  count = len(train_index)
   gib = count * d.image_size**2 * (d.channels or 3) / 2**30
   relation = ">" if gib > d.max_memory_gib else "<="
   why = (
     f"the decoded training split of {count} images would take {gib:.2f} "
     f"GiB {relation} data.max_memory_gib={d.max_memory_gib}"
   )
-  return ("stream" if relation == ">" else "memory"), why
+  return ("stream" if relation == ">" else "memory"), why, train_index
 
 
 def crop_settings(config: ml_collections.ConfigDict) -> stream.CropSettings:
@@ -187,8 +195,29 @@ def open_split(
     loading, _ = resolve_loading(config)
   if loading == "memory":
     return load_split(config, split, progress=progress)
+  return _streamed(config, index_split(config, split, progress=progress))
+
+
+def open_splits(
+  config: ml_collections.ConfigDict, splits, *, progress: bool = True
+):
+  """Resolves data.loading and opens `splits` that way, indexing each
+  split once: (loading, why, [split data in the order of `splits`])."""
+  loading, why, train_index = _resolve(config)
+  opened = []
+  for split in splits:
+    if loading == "memory":
+      opened.append(load_split(config, split, progress=progress))
+    elif train_index is not None and split == config.data.train_split:
+      opened.append(_streamed(config, train_index))
+    else:
+      opened.append(
+        _streamed(config, index_split(config, split, progress=progress))
+      )
+  return loading, why, opened
+
+
+def _streamed(config, split_index) -> stream.Streamed:
   return stream.Streamed(
-    index_split(config, split, progress=progress),
-    crop_settings(config),
-    stream_workers(config),
+    split_index, crop_settings(config), stream_workers(config)
   )

@@ -84,8 +84,9 @@ def _read_all(reading: _Reading, indices, crop_one) -> tuple[list, list]:
   return images, skipped
 
 
-def _fill_gaps(images: list, ids: list[str]) -> np.ndarray:
-  """Stacks the images, each None replaced by the next good one (cyclic).
+def _filled(images: list, labels: np.ndarray, ids: list[str]) -> dict:
+  """{"image": stacked [b, ...], "label": int32 [b]}: each unreadable
+  example (image None) replaced by the next readable one (cyclic).
 
   Raises:
     DecodeError: no image of the batch could be read.
@@ -93,12 +94,14 @@ def _fill_gaps(images: list, ids: list[str]) -> np.ndarray:
   good = [k for k, image in enumerate(images) if image is not None]
   if not good:
     raise DecodeError(ids[0], "no image of its batch could be read")
-  filled = []
-  for k, image in enumerate(images):
-    if image is None:
-      image = images[next((g for g in good if g > k), good[0])]
-    filled.append(image)
-  return np.stack(filled)
+  source = [  # where each slot's example comes from
+    k if image is not None else next((g for g in good if g > k), good[0])
+    for k, image in enumerate(images)
+  ]
+  return {
+    "image": np.stack([images[k] for k in source]),
+    "label": np.asarray(labels, np.int32)[source],
+  }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,20 +189,9 @@ class TrainBatch(_Reading):
     images, skipped = _read_all(self, indices, crop_one)
     ids = [str(self.index.ids[i]) for i in indices]
     return {
-      "image": _fill_gaps(images, ids),
-      "label": _fill_labels(self.index.labels[indices], images),
+      **_filled(images, self.index.labels[indices], ids),
       "skipped": skipped,
     }
-
-
-def _fill_labels(labels: np.ndarray, images: list) -> np.ndarray:
-  """The labels of `_fill_gaps`'s substitutes: int32 [b]."""
-  good = [k for k, image in enumerate(images) if image is not None]
-  out = np.asarray(labels, np.int32).copy()
-  for k, image in enumerate(images):
-    if image is None:
-      out[k] = labels[next((g for g in good if g > k), good[0])]
-  return out
 
 
 class EvalBatch(_Reading):
@@ -243,8 +235,7 @@ class EvalBatch(_Reading):
     ids = [str(self.index.ids[i]) for i in idx]
     mask = mask * np.asarray([im is not None for im in images], np.float32)
     return {
-      "image": _fill_gaps(images, ids),
-      "label": _fill_labels(self.index.labels[idx], images),
+      **_filled(images, self.index.labels[idx], ids),
       "mask": mask,
       "skipped": skipped,
     }

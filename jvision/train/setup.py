@@ -179,12 +179,10 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
     config.eval_batch_size, mesh, name="eval_batch_size"
   )
   progress = config.progress_bar and jax.process_index() == 0
-  loading, why = from_config.resolve_loading(config)
-  train = from_config.open_split(
-    config, config.data.train_split, loading=loading, progress=progress
-  )
-  evaluation = from_config.open_split(
-    config, config.data.eval_split, loading=loading, progress=progress
+  loading, why, (train, evaluation) = from_config.open_splits(
+    config,
+    (config.data.train_split, config.data.eval_split),
+    progress=progress,
   )
   logging.info("data loading: %s (%s)", loading, why)
   train_labels = (train.index if loading == "stream" else train).labels

@@ -191,10 +191,8 @@ def monitor_splits(run):
     monitor.data.loading = "auto"
     if monitor.data.get("manifest"):
       monitor.data.manifest = None
-    loading, why = from_config.resolve_loading(monitor)
-    bank, queries = (
-      from_config.open_split(monitor, split, loading=loading, progress=False)
-      for split in config.knn.monitor_splits
+    loading, why, (bank, queries) = from_config.open_splits(
+      monitor, tuple(config.knn.monitor_splits), progress=False
     )
     logging.info(
       "kNN monitor: bank and queries from %s splits %s (%s: %s)",
