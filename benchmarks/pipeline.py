@@ -8,13 +8,17 @@ random-resized crop (scale 0.08-1, ratio 3/4-4/3, torchvision's algorithm:
 ten tries, then a centre crop of the clamped ratio), resize it to 224 x 224
 (bilinear), mirror it with probability 1/2 and stack a batch of uint8
 [B, 224, 224, 3] in the main process. jvision: `stream.train_batches` over
-a `SplitIndex` of the folder (grain worker processes, draft-mode decode,
-one resize of the box). PyTorch: a `torch.utils.data.DataLoader` with the
+a `SplitIndex` of the folder (grain worker processes; libjpeg-turbo's
+decode through simplejpeg, at 1/2-1/8 scale where the box allows it; one
+OpenCV bilinear resize of the box, not antialiased, as `tf.image.resize`
+in the Flax ImageNet and SimCLR pipelines, area-averaged when the box is
+>= 2x the output). PyTorch: a `torch.utils.data.DataLoader` with the
 same number of worker processes over a map-style dataset that does what
 torchvision's `ImageFolder` + `RandomResizedCrop` + `RandomHorizontalFlip` +
 `PILToTensor` do on PIL images (written here in plain PyTorch + Pillow:
-full decode, `convert("RGB")`, crop, resize, flip), shuffled, default
-collation.
+full decode, `convert("RGB")`, crop, Pillow's antialiased bilinear resize,
+flip), shuffled, default collation. The resampling differs (antialiased
+against not) where a box is shrunk; both are the anchors' choices.
 
 The data is generated in a temporary folder and deleted afterwards: the
 first `--images` CIFAR-10 training images of the shared zip (equally many

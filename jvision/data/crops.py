@@ -146,10 +146,16 @@ def _dct_reduction(boxes, size: int) -> int:
 
 
 def _decode_for_boxes(
-  image: Image.Image, encoded: bytes, boxes, size: int, channels: int | None
+  image: Image.Image,
+  encoded: bytes,
+  boxes,
+  size: int,
+  channels: int | None,
+  path: str,
 ) -> np.ndarray:
   """The upright image, uint8 [H, W, C] (C as `channels` says, see
-  `decode.to_channels`), from its opened header `image` and file bytes.
+  `decode.to_channels`), from its opened header `image` and file bytes;
+  `path` names it in a DecodeError.
 
   8-bit grey and colour JPEGs are decoded by libjpeg-turbo (simplejpeg) at
   `_dct_reduction` of their size; every other image (PNG, CMYK JPEG, ...)
@@ -159,13 +165,18 @@ def _decode_for_boxes(
     gray = (channels or (1 if image.mode == "L" else 3)) == 1
     reduce = _dct_reduction(boxes, size)
     width, height = image.size
-    pixels = simplejpeg.decode_jpeg(
-      encoded,
-      colorspace="GRAY" if gray else "RGB",
-      min_width=math.ceil(width / reduce),
-      min_height=math.ceil(height / reduce),
-      strict=True,  # truncated or corrupt data raises, as Pillow's does
-    )  # [H / reduce, W / reduce, C]
+    try:
+      pixels = simplejpeg.decode_jpeg(
+        encoded,
+        colorspace="GRAY" if gray else "RGB",
+        min_width=math.ceil(width / reduce),
+        min_height=math.ceil(height / reduce),
+        strict=True,  # truncated or corrupt data raises, as Pillow's does
+      )  # [H / reduce, W / reduce, C]
+    except ValueError as e:
+      raise decode.DecodeError(
+        path, f"truncated or corrupt JPEG data ({e})"
+      ) from e
     return _upright(pixels, _orientation(image))
   image.load()
   if _orientation(image) != 1:
@@ -260,7 +271,7 @@ def crops_to_size(
       image = decode.open_checked(encoded)
       oriented = _oriented_size(image)
       boxes = boxes_fn(*oriented)
-      pixels = _decode_for_boxes(image, encoded, boxes, size, channels)
+      pixels = _decode_for_boxes(image, encoded, boxes, size, channels, path)
   except decode.DecodeError:
     raise  # already says what is wrong (a ValueError, like PIL's errors)
   except Image.UnidentifiedImageError as e:
