@@ -49,6 +49,55 @@ def accuracy(*, logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
   return jnp.mean(hits.astype(jnp.float32))
 
 
+def distillation(
+  *,
+  student_logits: jnp.ndarray,
+  teacher_logits: jnp.ndarray,
+  temperature: float = 1.0,
+) -> jnp.ndarray:
+  """Mean cross-entropy of the student's tempered softmax against the
+  teacher's (SimCLRv2's distillation loss, Chen et al. 2020, eq. 3):
+  -sum_y p_T(y | x; t) log p_S(y | x; t), with p(y | x; t) = softmax(
+  logits / t). No gradient flows into the teacher.
+
+  Args:
+    student_logits: [N, K].
+    teacher_logits: [N, K], the teacher's on the same inputs.
+    temperature: t > 0; above 1 softens both distributions.
+
+  Returns:
+    Scalar float32 mean over the N examples.
+  """
+  teacher = jax.lax.stop_gradient(jnp.asarray(teacher_logits, jnp.float32))
+  targets = jax.nn.softmax(teacher / temperature, axis=-1)  # [N, K]
+  student = jnp.asarray(student_logits, jnp.float32) / temperature
+  log_probs = jax.nn.log_softmax(student, axis=-1)  # [N, K]
+  return -jnp.mean(jnp.sum(targets * log_probs, axis=-1))
+
+
+def masked_cross_entropy(
+  *, logits: jnp.ndarray, labels: jnp.ndarray
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Softmax cross-entropy summed over the examples with a label.
+
+  Args:
+    logits: [N, K].
+    labels: [N] class ids, -1 for an example without a label.
+
+  Returns:
+    (sum of the labelled examples' losses, their count): float32 scalars,
+    so that means over devices or micro-batches weigh examples equally.
+  """
+  logits = jnp.asarray(logits, jnp.float32)
+  labelled = labels >= 0  # [N]
+  log_probs = jax.nn.log_softmax(logits, axis=-1)  # [N, K]
+  picked = jnp.take_along_axis(
+    log_probs, jnp.maximum(labels, 0)[:, None], axis=-1
+  )[:, 0]  # [N]
+  mask = labelled.astype(jnp.float32)
+  return -jnp.sum(picked * mask), jnp.sum(mask)
+
+
 # Replaces the logit of an anchor with itself: its exp() is exactly 0 in
 # float32, while its gradient stays finite (-inf would give NaN gradients).
 _SELF_LOGIT = -1e9

@@ -291,24 +291,37 @@ def replicate(tree, mesh: Mesh):
 
 
 def jit_data_parallel(
-  step: Callable, mesh: Mesh, *, donate_state: bool = False
+  step: Callable,
+  mesh: Mesh,
+  *,
+  donate_state: bool = False,
+  constant_args: int = 0,
 ) -> Callable:
   """Compiles `step(state, batch) -> (state, metrics)` over `mesh`.
 
   The state and the outputs are replicated, the batch is sharded along the
   data axis. With `donate_state` the input state's buffers are reused for
   the output (saves one copy of parameters and optimizer state).
+  `constant_args` more arguments after the batch are replicated.
   """
   return jax.jit(
     step,
-    in_shardings=(replicated(mesh), data_sharded(mesh)),
+    in_shardings=(
+      replicated(mesh),
+      data_sharded(mesh),
+      *[replicated(mesh)] * constant_args,
+    ),
     out_shardings=replicated(mesh),
     donate_argnums=(0,) if donate_state else (),
   )
 
 
 def pmap_data_parallel(
-  step: Callable, mesh: Mesh, *, donate_state: bool = False
+  step: Callable,
+  mesh: Mesh,
+  *,
+  donate_state: bool = False,
+  constant_args: int = 0,
 ) -> Callable:
   """Runs `step(state, batch, axis_name=PMAP_AXIS)` per device with pmap.
 
@@ -316,42 +329,66 @@ def pmap_data_parallel(
   state, a data-sharded global batch [B, ...]), so the loop, checkpoints
   and evaluation do not depend on the form. Each device gets B / D
   examples; the step must reduce over PMAP_AXIS itself and return
-  replicated values (`out_axes=None`).
+  replicated values (`out_axes=None`). `constant_args` more arguments
+  after the batch are passed to every device whole.
   """
   num = mesh.devices.size
   mapped = jax.pmap(
     functools.partial(step, axis_name=PMAP_AXIS),
     axis_name=PMAP_AXIS,
-    in_axes=(None, 0),
+    in_axes=(None, 0, *[None] * constant_args),
     out_axes=None,
     devices=list(mesh.devices.flat),
   )
   del donate_state  # pmap cannot donate an unmapped (in_axes=None) input
 
-  def run(state, batch):
+  def run(state, batch, *constants):
     per_device = jax.tree.map(
       lambda x: x.reshape(num, x.shape[0] // num, *x.shape[1:]), batch
     )  # [D, B / D, ...]
-    return mapped(state, per_device)
+    return mapped(state, per_device, *constants)
 
   return run
 
 
 def compile_train_step(
-  step: Callable, mesh: Mesh, *, form: str, donate_state: bool = True
+  step: Callable,
+  mesh: Mesh,
+  *,
+  form: str,
+  donate_state: bool = True,
+  constants=None,
 ) -> Callable:
-  """`step` (which takes `axis_name=`) compiled in `form`: jit or pmap."""
+  """`step` (which takes `axis_name=`) compiled in `form`: jit or pmap.
+
+  With `constants` (a pytree that every step reads but none changes, e.g.
+  a distillation teacher's variables) the step is `step(state, batch,
+  constants)`: they are placed on every device once and passed as an
+  argument (not baked into the program as literals); the returned
+  function still takes `(state, batch)`.
+  """
   configs_io.check_choice("parallel", form, FORMS)
+  if form == "pmap" and jax.process_count() > 1:
+    raise ValueError(
+      "config.parallel='pmap' runs on one host; multi-host jobs use the "
+      "default config.parallel='jit'"
+    )
+  extra = 0 if constants is None else 1
   if form == "pmap":
-    if jax.process_count() > 1:
-      raise ValueError(
-        "config.parallel='pmap' runs on one host; multi-host jobs use the "
-        "default config.parallel='jit'"
-      )
-    return pmap_data_parallel(step, mesh, donate_state=donate_state)
-  return jit_data_parallel(
-    functools.partial(step, axis_name=None), mesh, donate_state=donate_state
-  )
+    compiled = pmap_data_parallel(
+      step, mesh, donate_state=donate_state, constant_args=extra
+    )
+  else:
+    compiled = jit_data_parallel(
+      functools.partial(step, axis_name=None),
+      mesh,
+      donate_state=donate_state,
+      constant_args=extra,
+    )
+  if constants is None:
+    return compiled
+  placed = replicate(constants, mesh)
+  return lambda state, batch: compiled(state, batch, placed)
 
 
 def global_then_local(fn: Callable, images, rng, axis_name: str | None):

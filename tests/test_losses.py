@@ -86,3 +86,50 @@ def test_accuracy():
 def test_losses_are_keyword_only():
   with pytest.raises(TypeError):
     losses.softmax_cross_entropy(LOGITS, LABELS)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 0.5])
+def test_distillation_matches_torch_soft_target_cross_entropy(temperature):
+  import torch
+
+  rng = np.random.default_rng(3)
+  student = rng.normal(size=(6, 5)).astype(np.float32) * 3
+  teacher = rng.normal(size=(6, 5)).astype(np.float32) * 3
+  got = losses.distillation(
+    student_logits=student, teacher_logits=teacher, temperature=temperature
+  )
+  targets = torch.softmax(torch.from_numpy(teacher) / temperature, dim=-1)
+  want = torch.nn.functional.cross_entropy(
+    torch.from_numpy(student) / temperature, targets
+  )  # probability targets: -sum p log q, mean over the batch
+  np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
+
+
+def test_distillation_gradient_reaches_the_student_only():
+  student = jnp.asarray(LOGITS, jnp.float32)
+  teacher = jnp.asarray(LOGITS[::-1], jnp.float32)
+  g_student, g_teacher = jax.grad(
+    lambda s, t: losses.distillation(
+      student_logits=s, teacher_logits=t, temperature=2.0
+    ),
+    argnums=(0, 1),
+  )(student, teacher)
+  assert np.abs(g_student).max() > 1e-3
+  np.testing.assert_array_equal(g_teacher, 0.0)
+  # The student equal to the teacher is the minimum: zero gradient.
+  g_same = jax.grad(
+    lambda s: losses.distillation(
+      student_logits=s, teacher_logits=student, temperature=2.0
+    )
+  )(student)
+  np.testing.assert_allclose(g_same, 0.0, atol=1e-7)
+
+
+def test_masked_cross_entropy_sums_only_the_labelled_examples():
+  labels = np.array([0, -1, 0, -1])
+  total, count = losses.masked_cross_entropy(logits=LOGITS, labels=labels)
+  assert float(count) == 2.0
+  want = _reference_xent(LOGITS[[0, 2]], LABELS[[0, 2]]) * 2
+  np.testing.assert_allclose(float(total), want, rtol=1e-6)
+  none, zero = losses.masked_cross_entropy(logits=LOGITS, labels=np.full(4, -1))
+  assert float(none) == 0.0 and float(zero) == 0.0

@@ -9,12 +9,13 @@ import difflib
 
 def get_trainer(name: str):
   """The `train_and_evaluate` of the trainer called `name`."""
-  from jvision.train import finetune, simclr, supervised
+  from jvision.train import distill, finetune, simclr, supervised
 
   trainers = {
     "supervised": supervised.train_and_evaluate,
     "simclr": simclr.train_and_evaluate,
     "finetune": finetune.train_and_evaluate,
+    "distill": distill.train_and_evaluate,
   }
   if name not in trainers:
     close = difflib.get_close_matches(name, trainers, n=3)

@@ -206,6 +206,34 @@ def finetune_config() -> ml_collections.ConfigDict:
   return config
 
 
+def distill_config() -> ml_collections.ConfigDict:
+  """Defaults for distilling a classifier into a student
+  (`trainer="distill"`, SimCLRv2's third stage).
+
+  The student (`config.model`, trained from scratch) learns the
+  temperature-scaled soft labels of `distill.teacher` (any classifier
+  workdir: fine-tuned, supervised or imported) on every training image,
+  without their labels. With `distill.label_weight` = a > 0 the loss is
+  (1 - a) x distillation + a x cross-entropy on the labelled examples:
+  those of the seeded, class-balanced `data.label_fraction` (the subset a
+  fine-tuned teacher with the same fraction and seed saw). Unset data.mean
+  and data.std take the teacher's preprocessing.
+  """
+  config = supervised_config()
+  config.trainer = "distill"
+  config.distill = ml_collections.ConfigDict(
+    {
+      "teacher": config_dict.placeholder(str),  # a classifier workdir
+      "temperature": 1.0,  # SimCLRv2's choice on ImageNet
+      "label_weight": 0.0,  # 0: the teacher's soft labels alone
+      # The teacher's checkpoint step, set at start and recorded so that a
+      # resume after the teacher changed is refused; None: its newest.
+      "teacher_step": config_dict.placeholder(int),
+    }
+  )
+  return config
+
+
 def set_epochs(
   config: ml_collections.ConfigDict,
   *,

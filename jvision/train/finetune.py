@@ -182,20 +182,22 @@ def make_init_fn(workdir: str, *, with_head: bool = False):
 
 
 def with_pretrained_preprocessing(
-  config: ml_collections.ConfigDict,
+  config: ml_collections.ConfigDict, *, key: str = "init_from"
 ) -> ml_collections.ConfigDict:
-  """`config` with `init_from`'s mean, std and channel order when it leaves
-  data.mean and data.std unset; else `config` itself."""
+  """`config` with the mean, std and channel order of the workdir that
+  config key `key` (dotted) names, when it leaves data.mean and data.std
+  unset; else `config` itself."""
   if config.data.mean is not None or config.data.std is not None:
     return config
+  source = functools.reduce(getattr, key.split("."), config)
   try:
-    pretrained = eval_workdir.read_config(config.init_from)
+    pretrained = eval_workdir.read_config(source)
   except FileNotFoundError as e:
-    raise FileNotFoundError(f"config.init_from={config.init_from}: {e}") from e
+    raise FileNotFoundError(f"config.{key}={source}: {e}") from e
   preprocessing = augment.preprocessing(pretrained.data)
   config = ml_collections.ConfigDict(config.to_dict())  # a private copy
   config.data.update(preprocessing)
-  logging.info("preprocessing of %s: %s", config.init_from, preprocessing)
+  logging.info("preprocessing of %s: %s", source, preprocessing)
   return config
 
 

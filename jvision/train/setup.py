@@ -150,8 +150,14 @@ def one_writer(train_and_evaluate):
   return locked
 
 
-def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
+def prepare_run(
+  config: ml_collections.ConfigDict, workdir: str, *, label_subset: bool = True
+) -> Run:
   """Validates `config`, loads its data and checks `workdir` may take it.
+
+  With `label_subset` a `data.label_fraction` below 1 keeps only that
+  fraction of the training split; without, the whole split is kept (the
+  distill trainer trains on every image and hides the other labels).
 
   Nothing is written yet but the lock (`one_writer`, removed with the
   directory it made if the run fails here): the trainer calls
@@ -186,7 +192,7 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   )
   logging.info("data loading: %s (%s)", loading, why)
   train_labels = (train.index if loading == "stream" else train).labels
-  if config.data.label_fraction < 1.0:
+  if config.data.label_fraction < 1.0 and label_subset:
     if (train_labels < 0).all():
       raise ValueError(
         f"config.data.label_fraction={config.data.label_fraction}: data "

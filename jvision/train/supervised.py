@@ -182,26 +182,32 @@ def build_task(run, started, *, bn_train: bool = True, frozen=None):
     frozen=frozen,
     accum_steps=config.grad_accum_steps,
   )
-  normalize = functools.partial(
-    augment.normalize, **augment.preprocessing(config.data)
-  )
-  p_eval = parallel.jit_data_parallel(
-    functools.partial(eval_step, preprocess=normalize, tta=config.eval_tta),
-    mesh,
-  )
   return loop.Task(
     state=started.state,
     train_step=parallel.compile_train_step(step, mesh, form=config.parallel),
     train_arrays=run.train
     if run.streamed
     else {"image": run.train.images, "label": run.train.labels},
-    evaluate=functools.partial(
-      evaluate,
-      split=run.eval,
-      step_fn=p_eval,
-      mesh=mesh,
-      batch_size=config.eval_batch_size,
-    ),
+    evaluate=build_evaluate(run),
+  )
+
+
+def build_evaluate(run):
+  """`state -> {"loss", "accuracy"}` on `run`'s eval split, compiled."""
+  config = run.config
+  normalize = functools.partial(
+    augment.normalize, **augment.preprocessing(config.data)
+  )
+  p_eval = parallel.jit_data_parallel(
+    functools.partial(eval_step, preprocess=normalize, tta=config.eval_tta),
+    run.mesh,
+  )
+  return functools.partial(
+    evaluate,
+    split=run.eval,
+    step_fn=p_eval,
+    mesh=run.mesh,
+    batch_size=config.eval_batch_size,
   )
 
 

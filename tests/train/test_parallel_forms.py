@@ -1,20 +1,21 @@
 """jit-8, pmap-8 and jit-1 train identically (config.parallel, 1 vs 8 devices).
 
-Three steps of the real supervised and SimCLR steps of a ResNet with batch
-norm, on 8 CPU devices (conftest) and on one: the same losses and
-parameters, to float tolerance, for the same global batch.
+Three steps of the real supervised, SimCLR and distillation steps of a
+ResNet with batch norm, on 8 CPU devices (conftest) and on one: the same
+losses and parameters, to float tolerance, for the same global batch.
 """
 
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import tiny_config, tiny_simclr_config
 
 from jvision import models, optim, parallel
 from jvision.data import augment, simclr_augment
-from jvision.train import simclr, supervised
+from jvision.train import distill, simclr, supervised
 from jvision.train.state import create_train_state
 
 BATCH = 16
@@ -77,10 +78,46 @@ def _simclr(bn_axis_name):
   return state, step
 
 
+def _distill(bn_axis_name):
+  """A batch-norm student learning a CNN teacher, half the labels shown."""
+  state, _ = _supervised(bn_axis_name)
+  teacher = models.create_model("cnn", num_classes=10)
+  variables = teacher.init(
+    jax.random.PRNGKey(1), np.zeros((1, 16, 16, 1), np.float32), train=False
+  )
+  preprocess = functools.partial(
+    augment.train_preprocess,
+    mean=(0.5,),
+    std=(0.25,),
+    crop_padding=2,
+    flip=True,
+  )
+
+  def step(state, batch, constants, axis_name):
+    labels = jnp.where(batch["label"] < 5, batch["label"], -1)  # [B]
+    return distill.train_step(
+      state,
+      {**batch, "label": labels},
+      constants,
+      teacher_apply=teacher.apply,
+      learning_rate_fn=_lr(),
+      preprocess=preprocess,
+      temperature=2.0,
+      label_weight=0.5,
+      axis_name=axis_name,
+    )
+
+  return state, step, variables
+
+
 def _three_steps(build, form, num_devices):
-  state, step = build(parallel.PMAP_AXIS if form == "pmap" else None)
+  state, step, *constants = build(
+    parallel.PMAP_AXIS if form == "pmap" else None
+  )
   mesh = parallel.create_mesh(jax.devices()[:num_devices])
-  compiled = parallel.compile_train_step(step, mesh, form=form)
+  compiled = parallel.compile_train_step(
+    step, mesh, form=form, constants=constants[0] if constants else None
+  )
   state = parallel.replicate(state, mesh)
   losses = []
   for _ in range(3):
@@ -89,7 +126,9 @@ def _three_steps(build, form, num_devices):
   return losses, jax.device_get((state.params, state.batch_stats))
 
 
-@pytest.mark.parametrize("build", [_supervised, _simclr], ids=["sup", "simclr"])
+@pytest.mark.parametrize(
+  "build", [_supervised, _simclr, _distill], ids=["sup", "simclr", "distill"]
+)
 def test_jit8_pmap8_jit1_agree(build):
   assert jax.device_count() == 8
   runs = [_three_steps(build, form, n) for form, n in FORMS]
