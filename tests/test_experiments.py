@@ -11,6 +11,7 @@ DEFAULTS = {
   "supervised": defaults.supervised_config,
   "simclr": defaults.simclr_config,
   "finetune": defaults.finetune_config,
+  "distill": defaults.distill_config,
 }
 
 
@@ -73,6 +74,7 @@ def test_finetune_recipe_modes(arg, trainer, mode, fraction):
   [
     ("fashion_mnist_simclr", "fashion_mnist_finetune"),
     ("cifar10_simclr_resnet18", "cifar10_linear_eval"),
+    ("fashion_mnist_simclr", "fashion_mnist_distill"),
   ],
 )
 @pytest.mark.parametrize("arg", ["", "runlocal"])
