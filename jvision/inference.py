@@ -39,35 +39,48 @@ from jvision.data.stream import Streamed
 DEFAULT_BATCH_SIZE = 256  # images per forward pass (global, all devices)
 
 
-def logits_step(variables, batch, *, module, preprocessing, tta="none"):
+def logits_step(variables, batch, *, apply_fn, preprocessing, tta="none"):
   """Logits of a batch {"image": uint8 [B, H, W, C]}: float32 [B, K].
 
-  `tta` is `augment.tta_logits`'s mode."""
+  The eval-mode forward pass of every classifier, also the supervised
+  trainer's (`jvision.train.supervised.eval_step`).
+
+  Args:
+    variables: the classifier's {"params", "batch_stats"?}.
+    batch: {"image": uint8 [B, H, W, C], ...}.
+    apply_fn: the classifier's `module.apply`.
+    preprocessing: `augment.normalize`'s mean, std and channel_order.
+    tta: `augment.tta_logits`'s mode.
+  """
   x = augment.normalize(batch["image"], **preprocessing)  # [B, H, W, C]
   return augment.tta_logits(
-    lambda v: module.apply(variables, v, train=False), x, tta
+    lambda v: apply_fn(variables, v, train=False), x, tta
   )
 
 
-def probabilities_step(variables, batch, *, module, preprocessing, tta="none"):
+def probabilities_step(
+  variables, batch, *, apply_fn, preprocessing, tta="none"
+):
   """Softmax of `logits_step`: float32 [B, K]."""
   logits = logits_step(
-    variables, batch, module=module, preprocessing=preprocessing, tta=tta
+    variables, batch, apply_fn=apply_fn, preprocessing=preprocessing, tta=tta
   )
   return jax.nn.softmax(logits, axis=-1)
 
 
-def features_step(variables, batch, *, module, preprocessing):
-  """Backbone features of a batch {"image": uint8 [B, H, W, C]}: [B, F]."""
+def features_step(variables, batch, *, apply_fn, preprocessing):
+  """Backbone features of a batch {"image": uint8 [B, H, W, C]}: [B, F]
+  (`apply_fn`: the backbone's `module.apply`)."""
   x = augment.normalize(batch["image"], **preprocessing)
-  return module.apply(variables, x, train=False)  # [B, F]
+  return apply_fn(variables, x, train=False)  # [B, F]
 
 
-def embeddings_step(variables, batch, *, module, preprocessing):
+def embeddings_step(variables, batch, *, apply_fn, preprocessing):
   """`features_step` scaled to unit length: float32 [B, F]."""
-  return losses.l2_normalize(
-    features_step(variables, batch, module=module, preprocessing=preprocessing)
+  features = features_step(
+    variables, batch, apply_fn=apply_fn, preprocessing=preprocessing
   )
+  return losses.l2_normalize(features)
 
 
 Images = np.ndarray | ArrayDataset | Streamed | dict
@@ -183,7 +196,7 @@ class Inference:
       progress: show a tqdm bar.
     """
     step = functools.partial(
-      logits_step, module=self.require_classifier(), tta=tta
+      logits_step, apply_fn=self.require_classifier().apply, tta=tta
     )
     return self._map(
       ("logits", tta), step, "classifier", images, batch_size, progress
@@ -199,7 +212,7 @@ class Inference:
   ) -> np.ndarray:
     """Softmax class probabilities: float32 [N, K]."""
     step = functools.partial(
-      probabilities_step, module=self.require_classifier(), tta=tta
+      probabilities_step, apply_fn=self.require_classifier().apply, tta=tta
     )
     return self._map(
       ("probabilities", tta), step, "classifier", images, batch_size, progress
@@ -213,7 +226,7 @@ class Inference:
     progress: bool = False,
   ) -> np.ndarray:
     """The backbone's pooled features: float32 [N, F]."""
-    step = functools.partial(features_step, module=self.backbone)
+    step = functools.partial(features_step, apply_fn=self.backbone.apply)
     return self._map(
       ("features",), step, "backbone", images, batch_size, progress
     )
@@ -226,7 +239,7 @@ class Inference:
     progress: bool = False,
   ) -> np.ndarray:
     """Unit-length backbone features: float32 [N, F]."""
-    step = functools.partial(embeddings_step, module=self.backbone)
+    step = functools.partial(embeddings_step, apply_fn=self.backbone.apply)
     return self._map(
       ("embeddings",), step, "backbone", images, batch_size, progress
     )

@@ -125,7 +125,10 @@ def inference_fn(module, variables, *, mean, std, channel_order="rgb"):
 
   def predict(images):
     logits = inference.logits_step(
-      variables, {"image": images}, module=module, preprocessing=preprocessing
+      variables,
+      {"image": images},
+      apply_fn=module.apply,
+      preprocessing=preprocessing,
     )  # [N, K]
     return logits, jax.nn.softmax(logits, axis=-1)
 
