@@ -145,7 +145,7 @@ def _run_worker(tree: str, devices: int, workdir, pngs, runs) -> dict:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--base", required=True, help="checkout to compare to")
+  parser.add_argument("--base", help="checkout to compare to (required)")
   parser.add_argument("--runs", type=int, default=5)
   parser.add_argument("--rounds", type=int, default=2)
   parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
@@ -154,6 +154,8 @@ def main() -> None:
     workdir, pngs, runs = args.worker
     print(json.dumps(worker(workdir, pngs, int(runs))))
     return
+  if not args.base:
+    parser.error("--base=CHECKOUT (the code to compare against) is required")
   sys.path.insert(0, str(REPO))
   from benchmarks import common
 

@@ -251,7 +251,7 @@ class Inference:
     if feed.split_size(split) == 0:
       return np.zeros((0, 0), np.float32)
     if key not in self._compiled:
-      self._compiled[key] = parallel.jit_data_parallel(
+      self._compiled[key] = parallel.jit_map_step(
         functools.partial(step, preprocessing=self.preprocessing), self.mesh
       )
     out = parallel.map_split(

@@ -477,6 +477,23 @@ def streamed_batches(
   )
 
 
+def jit_map_step(step: Callable, mesh: Mesh) -> Callable:
+  """Compiles `step(state, batch) -> per-example outputs [B, ...]` for
+  `map_split`: the state replicated, the batch data-sharded.
+
+  On one host the outputs stay sharded along the batch and `map_split`
+  gathers them to the host, with no all-gather between the devices; a
+  multi-host run replicates them, because a process can fetch only what
+  its own devices hold.
+  """
+  single_host = jax.process_count() == 1
+  return jax.jit(
+    step,
+    in_shardings=(replicated(mesh), data_sharded(mesh)),
+    out_shardings=data_sharded(mesh) if single_host else replicated(mesh),
+  )
+
+
 def map_split(
   step_fn: Callable,
   state,
@@ -490,8 +507,8 @@ def map_split(
   """`step_fn(state, {"image": ...})` over every example of `split`.
 
   Args:
-    step_fn: compiled over `mesh` (state replicated, batch data-sharded,
-      outputs replicated), e.g. by `jit_data_parallel`.
+    step_fn: compiled over `mesh` (state replicated, batch data-sharded),
+      by `jit_map_step` or `jit_data_parallel`.
     state: its first argument (variables, a train state).
     split: arrays {"image": [N, ...], ...}, an ArrayDataset or a streamed
       split, as `jvision.data.feed.eval_batches` takes it.
@@ -510,6 +527,7 @@ def map_split(
   with tqdm.tqdm(total=size, desc=desc, disable=not progress) as bar:
     for batch in feed_lib.eval_batches(split, batch_size=batch_size):
       out = step_fn(state, shard_batch({"image": batch["image"]}, mesh))
-      outputs.append(jax.device_get(out))
+      outputs.append(out)  # fetched at the end: the devices run ahead
       bar.update(min(batch_size, size - bar.n))
+  outputs = jax.device_get(outputs)
   return jax.tree.map(lambda *parts: np.concatenate(parts)[:size], *outputs)

@@ -117,7 +117,7 @@ def builtin_embeddings(
     return np.zeros((0, grid**2 + 17 * sum(widths)), np.float32), description
   filters = random_filters(seed, images.shape[-1], widths)
   mesh = parallel.create_mesh()
-  step = parallel.jit_data_parallel(
+  step = parallel.jit_map_step(
     lambda filters, batch: _builtin_features(
       batch["image"], filters=filters, grid=grid
     ),
