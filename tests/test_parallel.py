@@ -123,10 +123,11 @@ def test_device_batches_equal_host_batches_across_epochs():
       np.testing.assert_array_equal(np.asarray(d[key]), np.asarray(h[key]))
 
 
-def test_map_split_pads_the_last_batch_and_cuts_it_off():
+@pytest.mark.parametrize("compile_step", ["jit_map_step", "jit_data_parallel"])
+def test_map_split_pads_the_last_batch_and_cuts_it_off(compile_step):
   mesh = parallel.create_mesh()  # 8 CPU devices
   images = np.arange(21 * 2, dtype=np.uint8).reshape(21, 2)
-  step = parallel.jit_data_parallel(
+  step = getattr(parallel, compile_step)(
     lambda scale, batch: {"double": batch["image"].astype(np.int32) * scale},
     mesh,
   )
