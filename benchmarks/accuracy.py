@@ -24,7 +24,7 @@ from ml_collections import config_flags
 
 from benchmarks import common
 from jvision import logging_setup, train
-from jvision.evaluate import workdir as eval_workdir
+from jvision.evaluate import run as evaluate_run
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment file.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to train.")
@@ -48,7 +48,7 @@ def main(argv):
     start = time.perf_counter()
     train.get_trainer(config.trainer)(config, workdir)
     seconds = time.perf_counter() - start
-    report = eval_workdir.evaluate_workdir(workdir, config.data.eval_split)
+    report = evaluate_run.evaluate_workdir(workdir, config.data.eval_split)
     runs.append(
       {
         "seed": seed,

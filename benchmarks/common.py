@@ -12,8 +12,7 @@ import statistics
 import jax
 import numpy as np
 
-from jvision import parallel
-from jvision.train import workdir
+from jvision import parallel, workdir
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 # Where `save` writes instead of RESULTS (benchmarks/gpu.sh: under $OUT).

@@ -26,9 +26,8 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import common
-from jvision import logging_setup
+from jvision import inference, logging_setup
 from jvision.data import sources
-from jvision.ship import model as model_lib
 from jvision.ship import search
 
 _WORKDIR = flags.DEFINE_string(
@@ -99,7 +98,7 @@ def main(argv):
   del argv
   logging_setup.configure()
   workdir, k = _WORKDIR.value, _K.value
-  model = model_lib.load(workdir)
+  model = inference.load(workdir)
   index, build_s = fresh_index(workdir, model)
   test = sources.load(SPEC, "test", progress=False)
   chosen = search.sample_queries(len(test), _QUERIES.value, seed=1)

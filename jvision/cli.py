@@ -164,10 +164,10 @@ def _train(argv):
 
 
 def _eval(argv):
-  from jvision.evaluate import workdir
+  from jvision.evaluate import run
 
   _require_workdir("eval")
-  report = workdir.evaluate_workdir(_WORKDIR.value, _SPLIT.value, _TTA.value)
+  report = run.evaluate_workdir(_WORKDIR.value, _SPLIT.value, _TTA.value)
   print(
     f"{_WORKDIR.value} on {_SPLIT.value}: accuracy "
     f"{report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}; "

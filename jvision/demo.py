@@ -25,7 +25,7 @@ import time
 import jvision
 from jvision import configs_io, train
 from jvision.evaluate import plots
-from jvision.evaluate import workdir as eval_workdir
+from jvision.evaluate import run as evaluate_run
 
 PRETRAIN_CONFIG = "fashion_mnist_simclr.py"
 DOWNSTREAM_CONFIG = "fashion_mnist_finetune.py"
@@ -161,7 +161,7 @@ def run_demo(
       flush=True,
     )
     _train(config, run.workdir)
-    report = eval_workdir.evaluate_workdir(run.workdir, "test")
+    report = evaluate_run.evaluate_workdir(run.workdir, "test")
     rows.append(
       {
         "method": run.method,

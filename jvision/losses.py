@@ -105,10 +105,11 @@ _SELF_LOGIT = -1e9
 _MIN_SQUARED_NORM = 1e-12
 
 
-def _l2_normalize(x: jnp.ndarray) -> jnp.ndarray:
-  """Rows of `x` [M, D] scaled to unit L2 norm (zero rows stay zero)."""
+def l2_normalize(x: jnp.ndarray, eps: float = _MIN_SQUARED_NORM) -> jnp.ndarray:
+  """Rows of `x` [M, D] scaled to unit L2 norm (zero rows stay zero): NT-Xent's
+  projections, kNN's and retrieval's embeddings."""
   squared_norm = jnp.sum(x * x, axis=-1, keepdims=True)  # [M, 1]
-  return x * jax.lax.rsqrt(jnp.maximum(squared_norm, _MIN_SQUARED_NORM))
+  return x / jnp.sqrt(jnp.maximum(squared_norm, eps))
 
 
 def nt_xent(
@@ -157,8 +158,8 @@ def nt_xent(
     )
   if isinstance(temperature, int | float) and temperature <= 0:
     raise ValueError(f"temperature must be positive, got {temperature}")
-  h1 = _l2_normalize(jnp.asarray(z1, jnp.float32))  # [n, D]
-  h2 = _l2_normalize(jnp.asarray(z2, jnp.float32))  # [n, D]
+  h1 = l2_normalize(jnp.asarray(z1, jnp.float32))  # [n, D]
+  h2 = l2_normalize(jnp.asarray(z2, jnp.float32))  # [n, D]
   num_local = h1.shape[0]
   if axis_name is None:
     g1, g2, offset = h1, h2, 0

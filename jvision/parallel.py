@@ -15,6 +15,10 @@ One code path per step function; the wrapper decides how it runs
 Either way a run on 1 or 8 devices gives the same numbers for the same
 global batch.
 
+Batches reach the devices here: `train_batches` and `streamed_batches`
+place what `jvision.data.feed` reads for each process, and `map_split` runs
+a function over every example of a split, padded to one compiled shape.
+
 Every command starts with `initialize` (multi-host) and `start_devices`,
 which logs the backend and devices JAX found and refuses to run when the
 platform asked for (--accelerator, $JVISION_ACCELERATOR, a single
@@ -26,14 +30,19 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import jax
 import numpy as np
+import tqdm
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jvision import configs_io
+from jvision.data import feed as feed_lib
+from jvision.data import pipeline
+from jvision.data.dataset import ArrayDataset
+from jvision.data.stream import SkipLog, Streamed
 
 DATA_AXIS = "data"
 PMAP_AXIS = "batch"  # the axis name pmap-form steps reduce over
@@ -276,6 +285,13 @@ def check_batch_size(batch_size: int, mesh: Mesh, *, name="batch_size"):
     )
 
 
+def round_batch_size(batch_size: int, mesh: Mesh) -> int:
+  """`batch_size` rounded up to a multiple of the mesh's devices and the
+  processes (a batch that `check_batch_size` accepts)."""
+  multiple = np.lcm(mesh.devices.size, jax.process_count())
+  return int(-(-batch_size // multiple) * multiple)
+
+
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict:
   """Places this process's part of a batch as global, data-sharded arrays."""
   sharding = data_sharded(mesh)
@@ -416,3 +432,139 @@ def pmean(tree, axis_name: str | None):
   if axis_name is None:
     return tree
   return jax.lax.pmean(tree, axis_name)
+
+
+# ------------------------------------------------------ batches on devices
+
+
+def place(arrays: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """One full copy of every array on each device of `mesh` (replicated).
+
+  Every process passes the same arrays (each loads the whole split)."""
+  return {key: replicate(value, mesh) for key, value in arrays.items()}
+
+
+def make_gather(mesh: Mesh):
+  """A compiled `(resident, indices) -> batch`: rows `indices` (int32 [B],
+  data-sharded) of each resident array, data-sharded like a host batch.
+
+  Each device gathers its own rows from its own copy: no communication."""
+  return jax.jit(
+    lambda resident, indices: {k: v[indices] for k, v in resident.items()},
+    in_shardings=(replicated(mesh), data_sharded(mesh)),
+    out_shardings=data_sharded(mesh),
+  )
+
+
+def train_batches(
+  arrays: dict[str, np.ndarray],
+  mesh: Mesh,
+  *,
+  feed: str,
+  start: int,
+  stop: int,
+  batch_size: int,
+  seed: int,
+) -> Iterator[tuple[int, dict]]:
+  """(step, global batch on `mesh`) for steps [start, stop) through `feed`
+  ("host" or "device", as resolved by `jvision.data.feed.choose_feed`).
+
+  "host": gathered from `arrays` in a background thread and copied to the
+  devices. "device": gathered on the devices from a resident copy of
+  `arrays`, placed when the iteration starts.
+  """
+  where = dict(start=start, stop=stop, batch_size=batch_size, seed=seed)
+
+  def copied():
+    for step, local in feed_lib.host_batches(arrays, **where):
+      yield step, shard_batch(local, mesh)
+
+  def gathered():
+    resident, gather = place(arrays, mesh), make_gather(mesh)
+    num_examples = feed_lib.split_size(arrays)
+    for step, local in feed_lib.batch_indices(num_examples, **where):
+      indices = shard_batch({"index": local}, mesh)["index"]
+      yield step, gather(resident, indices)
+
+  return pipeline.prefetch(copied()) if feed == "host" else gathered()
+
+
+def streamed_batches(
+  streamed: Streamed,
+  mesh: Mesh,
+  *,
+  start: int,
+  stop: int,
+  batch_size: int,
+  seed: int,
+  skip_log: SkipLog | None = None,
+) -> Iterator[tuple[int, dict]]:
+  """(step, global batch on `mesh`) for steps [start, stop) from the stream
+  workers (`jvision.data.feed.stream_batches`), in a background thread."""
+  local = feed_lib.stream_batches(
+    streamed,
+    start=start,
+    stop=stop,
+    batch_size=batch_size,
+    seed=seed,
+    skip_log=skip_log,
+  )
+  return pipeline.prefetch(
+    (step, shard_batch(batch, mesh)) for step, batch in local
+  )
+
+
+def jit_map_step(step: Callable, mesh: Mesh) -> Callable:
+  """Compiles `step(state, batch) -> per-example outputs [B, ...]` for
+  `map_split`: the state replicated, the batch data-sharded.
+
+  On one host the outputs stay sharded along the batch and `map_split`
+  gathers them to the host, with no all-gather between the devices; a
+  multi-host run replicates them, because a process can fetch only what
+  its own devices hold.
+  """
+  single_host = jax.process_count() == 1
+  return jax.jit(
+    step,
+    in_shardings=(replicated(mesh), data_sharded(mesh)),
+    out_shardings=data_sharded(mesh) if single_host else replicated(mesh),
+  )
+
+
+def map_split(
+  step_fn: Callable,
+  state,
+  split: ArrayDataset | Streamed | dict,
+  *,
+  mesh: Mesh,
+  batch_size: int,
+  progress: bool = False,
+  desc: str = "",
+):
+  """`step_fn(state, {"image": ...})` over every example of `split`.
+
+  Args:
+    step_fn: compiled over `mesh` (state replicated, batch data-sharded),
+      by `jit_map_step` or `jit_data_parallel`.
+    state: its first argument (variables, a train state).
+    split: arrays {"image": [N, ...], ...}, an ArrayDataset or a streamed
+      split, as `jvision.data.feed.eval_batches` takes it.
+    mesh: the device mesh.
+    batch_size: the global batch; every batch is padded to it (one
+      compiled shape). It must divide over the devices and processes.
+    progress: show a tqdm bar named `desc`.
+
+  Returns:
+    `step_fn`'s output structure with [N, ...] NumPy arrays, gathered to
+    the host (the last batch's padding cut off).
+  """
+  check_batch_size(batch_size, mesh, name="batch size")
+  size = feed_lib.split_size(split)
+  outputs = []
+  with tqdm.tqdm(total=size, desc=desc, disable=not progress) as bar:
+    for batch in feed_lib.eval_batches(split, batch_size=batch_size):
+      out = step_fn(state, shard_batch({"image": batch["image"]}, mesh))
+      outputs.append(out)  # fetched at the end: the devices run ahead
+      bar.update(min(batch_size, size - bar.n))
+  outputs = jax.device_get(outputs)
+  return jax.tree.map(lambda *parts: np.concatenate(parts)[:size], *outputs)

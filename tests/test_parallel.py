@@ -1,10 +1,12 @@
-"""Tests for jvision/parallel.py's device start-up: what was asked for,
-what JAX found, and the error when they differ (on this CPU-only machine)."""
+"""Tests for jvision/parallel.py: the device start-up (what was asked for,
+what JAX found, and the error when they differ, on this CPU-only machine),
+the batches it places and the function it maps over a whole split."""
 
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from helpers import REPO
 
@@ -101,3 +103,45 @@ def test_cli_logs_the_backend_it_found(tmp_path):
     "for: cpu (JVISION_ACCELERATOR=cpu)" in out.stderr
   )
   assert "is not a jvision workdir" in out.stderr  # then the command ran
+
+
+def test_device_batches_equal_host_batches_across_epochs():
+  rng = np.random.default_rng(0)
+  arrays = {
+    "image": rng.integers(0, 256, (40, 6, 6, 1), dtype=np.uint8),
+    "label": rng.integers(0, 10, 40).astype(np.int32),
+  }
+  mesh = parallel.create_mesh()  # 8 CPU devices
+  kw = dict(start=3, stop=9, batch_size=16, seed=5)  # steps 3..8: 2+ epochs
+  host = list(parallel.train_batches(arrays, mesh, feed="host", **kw))
+  device = list(parallel.train_batches(arrays, mesh, feed="device", **kw))
+  assert [s for s, _ in host] == [s for s, _ in device] == list(range(3, 9))
+  for (_, h), (_, d) in zip(host, device, strict=True):
+    assert d["image"].sharding.is_equivalent_to(h["image"].sharding, 4)
+    for key in arrays:
+      assert d[key].dtype == h[key].dtype
+      np.testing.assert_array_equal(np.asarray(d[key]), np.asarray(h[key]))
+
+
+@pytest.mark.parametrize("compile_step", ["jit_map_step", "jit_data_parallel"])
+def test_map_split_pads_the_last_batch_and_cuts_it_off(compile_step):
+  mesh = parallel.create_mesh()  # 8 CPU devices
+  images = np.arange(21 * 2, dtype=np.uint8).reshape(21, 2)
+  step = getattr(parallel, compile_step)(
+    lambda scale, batch: {"double": batch["image"].astype(np.int32) * scale},
+    mesh,
+  )
+  out = parallel.map_split(step, 2, {"image": images}, mesh=mesh, batch_size=8)
+  np.testing.assert_array_equal(out["double"], images.astype(np.int32) * 2)
+
+
+def test_map_split_batch_size_must_divide_over_the_devices():
+  mesh = parallel.create_mesh()
+  with pytest.raises(ValueError, match="batch size=12 must be divisible"):
+    parallel.map_split(
+      lambda s, b: b,
+      None,
+      {"image": np.zeros((3, 1))},
+      mesh=mesh,
+      batch_size=12,
+    )

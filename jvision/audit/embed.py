@@ -14,47 +14,12 @@ labels, of two kinds side by side:
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 
-from jvision import models
-from jvision.data import augment, decode
-from jvision.evaluate import workdir as eval_workdir
-
-
-def _batches(n: int, batch_size: int):
-  for start in range(0, n, batch_size):
-    yield slice(start, min(n, start + batch_size))
-
-
-def _pad_to(x: np.ndarray, size: int) -> np.ndarray:
-  """Pads a batch along axis 0 to `size` rows (one compiled shape)."""
-  if len(x) == size:
-    return x
-  return np.concatenate([x, np.zeros((size - len(x), *x.shape[1:]), x.dtype)])
-
-
-def map_batched(
-  fn, images: np.ndarray, *, batch_size: int, progress: bool, desc: str
-) -> np.ndarray:
-  """`fn` (jitted, uint8 [B, ...] -> float [B, D]) over all images."""
-  out = []
-  with tqdm.tqdm(total=len(images), desc=desc, disable=not progress) as bar:
-    for part in _batches(len(images), batch_size):
-      chunk = images[part]
-      result = np.asarray(fn(_pad_to(chunk, batch_size)))[: len(chunk)]
-      out.append(result.astype(np.float32))
-      bar.update(len(chunk))
-  return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-
-def _backbone_features(variables, images, *, model, preprocessing):
-  x = augment.normalize(images, **preprocessing)
-  return model.apply(variables, x, train=False)  # [B, D]
+from jvision import inference, parallel
+from jvision.data import decode
 
 
 def encoder_embeddings(
@@ -64,7 +29,7 @@ def encoder_embeddings(
   batch_size: int = 512,
   progress: bool = True,
 ) -> tuple[np.ndarray, str]:
-  """Backbone features of a trained workdir.
+  """Backbone features of a trained workdir (`jvision.inference`).
 
   Args:
     workdir: a jvision workdir with a checkpoint.
@@ -76,29 +41,13 @@ def encoder_embeddings(
   Returns:
     (float32 [N, D] features, a description of the encoder).
   """
-  config = eval_workdir.read_config(workdir)
-  params, stats, description = eval_workdir.load_backbone(workdir)
+  encoder = inference.load(workdir, batch_size=batch_size)
+  config = encoder.trained.config
   channels = len(config.data.mean)
   size = config.data.image_size or None
   images = decode.convert_arrays(images, image_size=size, channels=channels)
-  model = models.create_model(
-    config.model.name, num_classes=0, **models.config_kwargs(config.model)
-  )
-  variables = {"params": params}
-  if stats:
-    variables["batch_stats"] = stats
-  step = jax.jit(
-    functools.partial(
-      _backbone_features,
-      variables,
-      model=model,
-      preprocessing=augment.preprocessing(config.data),
-    )
-  )
-  features = map_batched(
-    step, images, batch_size=batch_size, progress=progress, desc="embed"
-  )
-  return features, f"encoder {description}"
+  features = encoder.features(images, progress=progress)  # [N, D]
+  return features, f"encoder {encoder.describe()}"
 
 
 def random_filters(
@@ -160,14 +109,27 @@ def builtin_embeddings(
   Returns:
     (float32 [N, grid^2 + 17 * (widths[0] + widths[1])], a description).
   """
-  filters = random_filters(seed, images.shape[-1], widths)
-  step = jax.jit(
-    functools.partial(_builtin_features, filters=filters, grid=grid)
-  )
-  features = map_batched(
-    step, images, batch_size=batch_size, progress=progress, desc="features"
-  )
-  return features, (
+  description = (
     f"built-in: {grid}x{grid} pixels + {sum(widths)} seeded random conv "
     "filters (no training)"
   )
+  if not len(images):
+    return np.zeros((0, grid**2 + 17 * sum(widths)), np.float32), description
+  filters = random_filters(seed, images.shape[-1], widths)
+  mesh = parallel.create_mesh()
+  step = parallel.jit_map_step(
+    lambda filters, batch: _builtin_features(
+      batch["image"], filters=filters, grid=grid
+    ),
+    mesh,
+  )
+  features = parallel.map_split(
+    step,
+    filters,
+    {"image": images},
+    mesh=mesh,
+    batch_size=parallel.round_batch_size(batch_size, mesh),
+    progress=progress,
+    desc="features",
+  )
+  return np.asarray(features, np.float32), description

@@ -21,6 +21,10 @@ Both feeds read the batches of `pipeline.batch_indices`, so a device-fed
 run sees exactly the examples, in the order, that a host-fed one does, and
 resumes at the same position. Augmentation happens inside the train step
 either way (on device).
+
+This module says what each process reads, as NumPy arrays on the host;
+`jvision.parallel` places it on the devices (`train_batches`,
+`streamed_batches`, `map_split`).
 """
 
 from __future__ import annotations
@@ -29,9 +33,8 @@ from collections.abc import Iterator
 
 import jax
 import numpy as np
-from jax.sharding import Mesh
 
-from jvision import configs_io, parallel
+from jvision import configs_io
 from jvision.data import pipeline, stream
 from jvision.data.dataset import ArrayDataset
 from jvision.data.stream import Streamed
@@ -92,83 +95,51 @@ def choose_feed(
   return "device" if fits else "host"
 
 
-def place(arrays: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """One full copy of every array on each device of `mesh` (replicated).
-
-  Every process passes the same arrays (each loads the whole split)."""
-  return {key: parallel.replicate(value, mesh) for key, value in arrays.items()}
-
-
-def make_gather(mesh: Mesh):
-  """A compiled `(resident, indices) -> batch`: rows `indices` (int32 [B],
-  data-sharded) of each resident array, data-sharded like a host batch.
-
-  Each device gathers its own rows from its own copy: no communication."""
-  return jax.jit(
-    lambda resident, indices: {k: v[indices] for k, v in resident.items()},
-    in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
-    out_shardings=parallel.data_sharded(mesh),
-  )
-
-
-def train_batches(
+def host_batches(
   arrays: dict[str, np.ndarray],
-  mesh: Mesh,
   *,
-  feed: str,
   start: int,
   stop: int,
   batch_size: int,
   seed: int,
-) -> Iterator[tuple[int, dict]]:
-  """(step, global batch) for steps [start, stop) through `feed` ("host"
-  or "device", as resolved by `choose_feed`).
-
-  "host": gathered from `arrays` in a background thread and copied to the
-  devices. "device": gathered on the devices from a resident copy of
-  `arrays`, placed when the iteration starts.
-  """
-  steps = range(start, stop)
-  where = dict(
-    batch_size=batch_size,
-    seed=seed,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-  )
-
-  def copied():
-    for step in steps:
-      local = pipeline.train_batch(arrays, step, **where)
-      yield step, parallel.shard_batch(local, mesh)
-
-  def gathered():
-    resident, gather = place(arrays, mesh), make_gather(mesh)
-    num_examples = len(next(iter(arrays.values())))
-    for step in steps:
-      local = pipeline.local_batch_indices(
-        step, num_examples=num_examples, **where
-      ).astype(np.int32)  # [B / P]
-      indices = parallel.shard_batch({"index": local}, mesh)["index"]
-      yield step, gather(resident, indices)
-
-  return pipeline.prefetch(copied()) if feed == "host" else gathered()
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+  """(step, this process's part of global batch `step`) for steps [start,
+  stop), gathered from `arrays` in host memory (the "host" feed)."""
+  where = _process()
+  for step in range(start, stop):
+    yield (
+      step,
+      pipeline.train_batch(
+        arrays, step, batch_size=batch_size, seed=seed, **where
+      ),
+    )
 
 
-def streamed_batches(
+def batch_indices(
+  num_examples: int, *, start: int, stop: int, batch_size: int, seed: int
+) -> Iterator[tuple[int, np.ndarray]]:
+  """(step, int32 [B / P] indices of this process's part of global batch
+  `step`) for steps [start, stop): what the "device" feed sends."""
+  where = _process()
+  for step in range(start, stop):
+    local = pipeline.local_batch_indices(
+      step, batch_size=batch_size, num_examples=num_examples, seed=seed, **where
+    )
+    yield step, local.astype(np.int32)
+
+
+def stream_batches(
   streamed: Streamed,
-  mesh: Mesh,
   *,
   start: int,
   stop: int,
   batch_size: int,
   seed: int,
   skip_log: stream.SkipLog | None = None,
-) -> Iterator[tuple[int, dict]]:
-  """(step, global batch) for steps [start, stop) from the stream workers.
-
-  This process reads only its own slice of each global batch; unreadable
-  examples (replaced in their batch by the workers) go to `skip_log`.
-  """
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+  """(step, this process's part of global batch `step`) for steps [start,
+  stop) from the stream workers; unreadable examples (replaced in their
+  batch by the workers) go to `skip_log`."""
   num_examples = len(streamed.index)
   local = stream.train_batches(
     streamed.index,
@@ -178,21 +149,23 @@ def streamed_batches(
     batch_size=batch_size,
     seed=seed,
     workers=streamed.workers,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
+    **_process(),
   )
+  for step, batch in local:
+    skipped = batch.pop("skipped")
+    if skip_log is not None and skipped:
+      epoch, _ = pipeline.stream_position(
+        step, batch_size=batch_size, num_examples=num_examples
+      )
+      skip_log.add(epoch, skipped)
+    yield step, batch
 
-  def placed():
-    for step, batch in local:
-      skipped = batch.pop("skipped")
-      if skip_log is not None and skipped:
-        epoch, _ = pipeline.stream_position(
-          step, batch_size=batch_size, num_examples=num_examples
-        )
-        skip_log.add(epoch, skipped)
-      yield step, parallel.shard_batch(batch, mesh)
 
-  return pipeline.prefetch(placed())
+def _process() -> dict:
+  """This process's place among the processes of a (multi-host) run."""
+  return dict(
+    process_index=jax.process_index(), process_count=jax.process_count()
+  )
 
 
 def eval_batches(
@@ -202,9 +175,7 @@ def eval_batches(
   {"image", "label", "mask" (float32 [b], 0 for padding)}, from memory (an
   ArrayDataset, or its arrays {"image", ...}) or from the stream workers
   (centre crops)."""
-  where = dict(
-    process_index=jax.process_index(), process_count=jax.process_count()
-  )
+  where = _process()
   if not isinstance(split, Streamed):
     arrays = split
     if isinstance(split, ArrayDataset):
@@ -230,25 +201,3 @@ def split_size(split: ArrayDataset | Streamed | dict) -> int:
   if isinstance(split, dict):
     return len(next(iter(split.values())))
   return len(split)
-
-
-def map_split(
-  step_fn,
-  state,
-  split: ArrayDataset | Streamed | dict,
-  *,
-  mesh: Mesh,
-  batch_size: int,
-):
-  """`step_fn(state, {"image": ...})` over every example of `split` (as
-  `eval_batches` takes it), outputs gathered to the host: the same
-  structure with [N, ...] NumPy arrays (the last batch's padding cut off).
-  """
-  outputs = []
-  for batch in eval_batches(split, batch_size=batch_size):
-    batch = {"image": batch["image"]}
-    out = step_fn(state, parallel.shard_batch(batch, mesh))
-    outputs.append(jax.device_get(out))
-  return jax.tree.map(
-    lambda *parts: np.concatenate(parts)[: split_size(split)], *outputs
-  )

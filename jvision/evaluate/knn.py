@@ -13,11 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def l2_normalize(x: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:
-  """Rows scaled to unit length: [N, F]."""
-  norm = jnp.sqrt(jnp.maximum(jnp.sum(x * x, -1, keepdims=True), eps))
-  return x / norm
+from jvision import losses
 
 
 @functools.partial(jax.jit, static_argnames=("k", "num_classes"))
@@ -53,8 +49,8 @@ def knn_predict(
   Returns:
     int [Q] predicted labels.
   """
-  bank = l2_normalize(jnp.asarray(bank, jnp.float32))
-  queries = l2_normalize(jnp.asarray(queries, jnp.float32))
+  bank = losses.l2_normalize(jnp.asarray(bank, jnp.float32))
+  queries = losses.l2_normalize(jnp.asarray(queries, jnp.float32))
   bank_labels = jnp.asarray(bank_labels, jnp.int32)
   k = min(k, bank.shape[0])
   out = []

@@ -22,6 +22,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jvision.models.backbone import (
+  BACKBONE,
+  HEAD,
+  PROJECTION,
+  backbone_variables,
+  has_head,
+  is_head,
+)
 from jvision.models.cnn import SeedCNN
 from jvision.models.fast_cifar import FastCIFARNet
 from jvision.models.heads import LinearHead, MLPHead
@@ -37,7 +45,10 @@ from jvision.models.resnet import (
 )
 
 __all__ = [
+  "BACKBONE",
+  "HEAD",
   "MODELS",
+  "PROJECTION",
   "BasicBlock",
   "BottleneckBlock",
   "FastCIFARNet",
@@ -50,9 +61,14 @@ __all__ = [
   "ResNet50Keras",
   "ResNetTiny",
   "SeedCNN",
+  "backbone_variables",
   "config_kwargs",
   "count_params",
+  "create_backbone",
+  "create_classifier",
   "create_model",
+  "has_head",
+  "is_head",
   "model_fields",
 ]
 
@@ -129,6 +145,32 @@ def create_model(
       f"{valid}."
     )
   return factory(num_classes=num_classes, dtype=dtype, **kwargs)
+
+
+def create_backbone(model_section, *, dtype: Any = jnp.float32) -> nn.Module:
+  """The backbone of a config's `model` section: its model built with
+  num_classes=0, returning pooled features [N, F]. Its variables are
+  `backbone_variables` of the whole network's (jvision/models/backbone.py).
+  """
+  return create_model(
+    model_section.name,
+    num_classes=0,
+    dtype=dtype,
+    **config_kwargs(model_section),
+  )
+
+
+def create_classifier(
+  model_section, num_classes: int, *, dtype: Any = jnp.float32
+) -> nn.Module:
+  """The classifier of a config's `model` section: backbone + `HEAD` with
+  `num_classes` logits."""
+  return create_model(
+    model_section.name,
+    num_classes=num_classes,
+    dtype=dtype,
+    **config_kwargs(model_section),
+  )
 
 
 def count_params(params) -> int:

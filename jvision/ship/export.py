@@ -33,8 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex_core
 
-from jvision.data import augment
-from jvision.ship import model as ship_model
+from jvision import inference
 
 OPSET = 17  # ONNX opset: onnxruntime >= 1.12 runs it.
 INPUT_NAME = "images"
@@ -56,8 +55,8 @@ def export_onnx(
   Returns:
     The summary of `export_classifier`, with the workdir and step added.
   """
-  model = ship_model.load(workdir)
-  variables, module = model.require_classifier()
+  model = inference.load(workdir)
+  module = model.require_classifier()
   metadata = {
     "workdir": os.path.abspath(workdir),
     "step": str(model.step),
@@ -65,7 +64,7 @@ def export_onnx(
   }
   summary = export_classifier(
     module,
-    variables,
+    model.variables,
     **model.preprocessing,
     image_shape=model.image_shape,
     out=out,
@@ -122,11 +121,15 @@ def export_classifier(
 def inference_fn(module, variables, *, mean, std, channel_order="rgb"):
   """uint8 [N, H, W, C] -> (logits, probabilities), both float32 [N, K]."""
 
+  preprocessing = dict(mean=mean, std=std, channel_order=channel_order)
+
   def predict(images):
-    x = augment.normalize(
-      images, mean=mean, std=std, channel_order=channel_order
-    )
-    logits = module.apply(variables, x, train=False)  # [N, K]
+    logits = inference.logits_step(
+      variables,
+      {"image": images},
+      apply_fn=module.apply,
+      preprocessing=preprocessing,
+    )  # [N, K]
     return logits, jax.nn.softmax(logits, axis=-1)
 
   return predict

@@ -36,13 +36,12 @@ import numpy as np
 
 from jvision import checkpoint as checkpoint_lib
 from jvision import models
+from jvision import workdir as workdir_lib
 from jvision.data import labels as labels_lib
-from jvision.evaluate import workdir as eval_workdir
 from jvision.ship import weight_files, weight_names
 from jvision.train import defaults
-from jvision.train import workdir as workdir_lib
 
-HEAD = eval_workdir.HEAD
+HEAD = models.HEAD
 
 # What `normalize` needs for each layout, in [0, 1] units (augment.normalize).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics
@@ -227,7 +226,7 @@ def import_config(
   """The config.json of an imported workdir (trainer "import")."""
   layout = ARCHS[arch]
   config = defaults.supervised_config()
-  config.trainer = eval_workdir.IMPORTED
+  config.trainer = workdir_lib.IMPORTED
   config.model = ml_collections.ConfigDict({"name": arch})
   config.data.name = data
   config.data.image_size = image_size

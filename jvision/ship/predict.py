@@ -35,8 +35,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import tqdm
 
+from jvision import inference
 from jvision.data import decode, folder
-from jvision.ship import model as ship_model
 
 _UNREADABLE_SHOWN = 10  # Unreadable files listed by format_summary.
 _CLASSES_SHOWN = 5  # Predicted classes listed by format_summary.
@@ -165,12 +165,11 @@ def _batches(names: list[str], size: int) -> Iterator[list[str]]:
 
 
 def _predict_batch(
-  model: ship_model.Model,
+  model: inference.Inference,
   source: _Source,
   names: list[str],
   *,
   top_k: int,
-  batch_size: int,
 ) -> tuple[list[list[str]], list[tuple[str, str]]]:
   """Reads, decodes and predicts some files.
 
@@ -185,7 +184,7 @@ def _predict_batch(
   predicted = {}
   if good:
     prepared = model.prepare([images[i] for i in good])
-    probs = model.probabilities(prepared, batch_size=batch_size)
+    probs = model.probabilities(prepared)  # [n, K]
     cells = top_k_rows(probs, model.class_names, top_k)
     predicted = dict(zip(good, cells, strict=True))
   reasons = dict(unreadable)
@@ -241,7 +240,7 @@ def run_predict(
   check_out(out)
   source = _Source(images)
   try:
-    model = ship_model.load(workdir)
+    model = inference.load(workdir, batch_size=batch_size)
     model.require_classifier()
     top_k = min(top_k, len(model.class_names))  # all classes, at most
     unreadable, counts = _write_csv(
@@ -261,7 +260,7 @@ def run_predict(
 
 
 def _write_csv(
-  model: ship_model.Model,
+  model: inference.Inference,
   source: _Source,
   out: str,
   *,
@@ -284,9 +283,7 @@ def _write_csv(
       writer = csv.writer(f)
       writer.writerow(csv_header(top_k))
       for names in _batches(source.names, batch_size):
-        rows, bad = _predict_batch(
-          model, source, names, top_k=top_k, batch_size=batch_size
-        )
+        rows, bad = _predict_batch(model, source, names, top_k=top_k)
         writer.writerows(rows)
         unreadable += bad
         counts.update(row[1] for row in rows if not row[-1])

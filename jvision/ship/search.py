@@ -45,8 +45,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import jvision.data
+from jvision import inference
 from jvision.data import decode
-from jvision.ship import model as model_lib
 
 _log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def load_index(path: pathlib.Path, *, step: int) -> Index | None:
 
 
 def load_at_model_size(
-  model: model_lib.Model, spec: str, split: str, *, progress: bool
+  model: inference.Inference, spec: str, split: str, *, progress: bool
 ) -> jvision.data.ArrayDataset:
   """A split decoded at the model's input size (the size `model.prepare`
   converts to), so that photos of any sizes, labelled or not, index."""
@@ -175,7 +175,7 @@ def load_at_model_size(
 
 
 def embed_dataset(
-  model: model_lib.Model,
+  model: inference.Inference,
   dataset: jvision.data.ArrayDataset,
   *,
   batch_size: int = 256,
@@ -184,7 +184,7 @@ def embed_dataset(
   """Embeds every image of a loaded split (no cache)."""
   embeddings = model.embeddings(
     model.prepare(dataset.images), batch_size=batch_size, progress=progress
-  )
+  )  # [N, D]
   return Index(
     ids=dataset.ids,
     labels=dataset.labels,
@@ -203,7 +203,7 @@ def build_index(
   *,
   batch_size: int = 256,
   progress: bool = True,
-  model: model_lib.Model | None = None,
+  model: inference.Inference | None = None,
   dataset: jvision.data.ArrayDataset | None = None,
 ) -> Index:
   """The cached index of a split, embedding it first when needed.
@@ -214,14 +214,14 @@ def build_index(
     split: the split to index.
     batch_size: images embedded at once.
     progress: show progress bars while loading and embedding.
-    model: `jvision.ship.model.load(workdir)`, if the caller has it.
+    model: `jvision.inference.load(workdir)`, if the caller has it.
     dataset: the loaded split, if the caller has it; a cached index whose
       ids differ from it is rebuilt.
 
   Returns:
     The index, also saved to `cache_path(workdir, spec, split, step)`.
   """
-  model = model or model_lib.load(workdir)
+  model = model or inference.load(workdir)
   path = cache_path(workdir, spec, split, model.step)
   index = load_index(path, step=model.step)
   if index is not None and (
@@ -290,7 +290,7 @@ def query(
   return indices, scores[indices]
 
 
-def embed_images(model: model_lib.Model, images) -> np.ndarray:
+def embed_images(model: inference.Inference, images) -> np.ndarray:
   """float32 [M, D] unit embeddings of uint8 [H, W, C] images of any size."""
   prepared = model.prepare(images)
   return model.embeddings(prepared, batch_size=len(prepared))
@@ -328,7 +328,7 @@ def search(
     DIR/search/results/<query stem>.png.
   """
   image = read_query(query_path)
-  model = model_lib.load(workdir)
+  model = inference.load(workdir)
   dataset = load_at_model_size(model, spec, split, progress=progress)
   index = build_index(
     workdir, spec, split, progress=progress, model=model, dataset=dataset
@@ -584,7 +584,7 @@ def evaluate(
     {"recall@k" for each k, "map", "num_queries", "gallery_size", "spec",
     "gallery_split", "query_split", "step"}.
   """
-  model = model_lib.load(workdir)
+  model = inference.load(workdir)
   gallery = build_index(
     workdir, spec, gallery_split, model=model, progress=progress
   )

@@ -20,9 +20,9 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from jvision.evaluate import workdir as eval_workdir
+from jvision import models
 
-HEAD = eval_workdir.HEAD
+HEAD = models.HEAD
 
 
 @dataclasses.dataclass(frozen=True)

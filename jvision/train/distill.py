@@ -32,8 +32,9 @@ import numpy as np
 from absl import logging
 
 from jvision import losses, models, parallel
+from jvision import workdir as workdir_lib
 from jvision.data import subsets
-from jvision.evaluate import workdir as eval_workdir
+from jvision.models import backbone
 from jvision.train import finetune, loop, setup, supervised
 from jvision.train import grads as grads_lib
 
@@ -147,36 +148,32 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
     )
 
 
-def load_teacher(workdir: str, *, dtype) -> tuple[object, dict, dict]:
-  """(module, variables, record) of the classifier in `workdir`.
+def load_teacher(workdir: str, *, dtype):
+  """(module, variables, `workdir_lib.Trained`) of the classifier in
+  `workdir`, the module computing in `dtype`.
 
   Raises:
     FileNotFoundError: `workdir` is not a workdir or has no checkpoint.
-    ValueError: it holds no classifier (a SimCLR run, or no classes).
+    ValueError: it holds no classifier (a SimCLR run or a bare backbone).
   """
   where = f"config.distill.teacher={workdir}"
   try:
-    record = eval_workdir.read_record(workdir)
-    variables, step = eval_workdir.load_variables(workdir)
+    trained = workdir_lib.load(workdir)
   except FileNotFoundError as e:
     raise FileNotFoundError(f"{where}: {e}") from e
-  config = ml_collections.ConfigDict(record["config"])
-  class_names = record.get("class_names") or []
-  if config.trainer == "simclr" or not class_names:
+  if not backbone.has_head(trained.variables) or not trained.class_names:
     raise ValueError(
-      f"{where} is a {config.trainer} run without a classifier; distil a "
+      f"{where} is a {trained.trainer} run without a classifier; distil a "
       "fine-tuned, supervised or imported classifier workdir"
     )
-  kwargs = models.config_kwargs(config.model)
-  kwargs["dtype"] = dtype
-  module = models.create_model(
-    config.model.name, num_classes=len(class_names), **kwargs
+  module = models.create_classifier(
+    trained.config.model, len(trained.class_names), dtype=dtype
   )
   variables = {
-    "params": variables["params"],
-    "batch_stats": variables.get("batch_stats") or {},
+    "params": trained.variables["params"],
+    "batch_stats": trained.variables.get("batch_stats") or {},
   }
-  return module, variables, {**record, "step": step}
+  return module, variables, trained
 
 
 def with_teacher_step(config, step: int) -> ml_collections.ConfigDict:
@@ -230,14 +227,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   """
   check_settings(config)
   teacher_dir = config.distill.teacher
-  teacher, teacher_variables, record = load_teacher(
+  teacher, teacher_variables, trained = load_teacher(
     teacher_dir, dtype=setup.model_dtype(config)
   )
-  config = with_teacher_step(config, record["step"])
+  config = with_teacher_step(config, trained.step)
   config = finetune.with_pretrained_preprocessing(config, key="distill.teacher")
   run = setup.prepare_run(config, workdir, label_subset=False)
   config = run.config
-  class_names = tuple(record["class_names"])
+  class_names = trained.class_names
   data_classes = tuple(run.train_split.class_names)
   if data_classes and data_classes != class_names:
     raise ValueError(
@@ -249,10 +246,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   )
   started = setup.start_state(run, student, workdir)
   logging.info(
-    "distilling %s (step %d, %s) into %s; temperature %s, label weight %s",
-    teacher_dir,
-    record["step"],
-    record["config"]["model"]["name"],
+    "distilling %s (%s) into %s; temperature %s, label weight %s",
+    trained.describe(),
+    trained.config.model.name,
     config.model.name,
     config.distill.temperature,
     config.distill.label_weight,

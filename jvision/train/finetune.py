@@ -33,12 +33,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jvision import models
+from jvision import inference, models
+from jvision import workdir as workdir_lib
 from jvision.data import augment
-from jvision.evaluate import workdir as eval_workdir
 from jvision.train import setup, supervised
-
-HEAD = eval_workdir.HEAD
 
 
 class CheckpointMismatchError(ValueError):
@@ -65,25 +63,32 @@ def _unflat(flat: dict) -> dict:
   return tree
 
 
-def pretrained_backbone(workdir: str) -> tuple[dict, dict, str]:
-  """(params, batch_stats, description) of `config.init_from`'s backbone."""
+def _pretrained(workdir: str) -> inference.Inference:
+  """`config.init_from`'s trained network."""
   try:
-    params, stats, description = eval_workdir.load_backbone(workdir)
+    return inference.load(workdir)
   except FileNotFoundError as e:
     raise FileNotFoundError(f"config.init_from={workdir}: {e}") from e
-  return params, stats, f"init_from {description}"
+
+
+def pretrained_backbone(workdir: str) -> tuple[dict, dict, str]:
+  """(params, batch_stats, description) of `config.init_from`'s backbone."""
+  pretrained = _pretrained(workdir)
+  backbone = pretrained.backbone_variables
+  return (
+    backbone["params"],
+    backbone.get("batch_stats") or {},
+    f"init_from {pretrained.describe()}",
+  )
 
 
 def pretrained_variables(workdir: str) -> tuple[dict, dict, str]:
   """(params, batch_stats, description) of `init_from`, head included."""
-  try:
-    variables, step = eval_workdir.load_variables(workdir)
-  except FileNotFoundError as e:
-    raise FileNotFoundError(f"config.init_from={workdir}: {e}") from e
+  pretrained = _pretrained(workdir)
   return (
-    variables["params"],
-    variables.get("batch_stats") or {},
-    f"init_from {workdir} (with its head, step {step})",
+    pretrained.variables["params"],
+    pretrained.variables.get("batch_stats") or {},
+    f"init_from {workdir} (with its head, step {pretrained.step})",
   )
 
 
@@ -98,7 +103,9 @@ def merge_backbone(
       checkpoint, those it has in excess, and those whose shapes differ.
   """
   fresh_flat, pre_flat = _flat(fresh), _flat(pretrained)
-  wanted = {p for p in fresh_flat if with_head or p.split("/")[0] != HEAD}
+  wanted = {
+    p for p in fresh_flat if with_head or not models.is_head(p.split("/")[0])
+  }
   missing = sorted(wanted - set(pre_flat))
   unexpected = sorted(set(pre_flat) - wanted)
   shapes = sorted(
@@ -139,7 +146,7 @@ def update_scales(params: dict, finetune) -> dict:
 
   def scale(path, _):
     name = path[0].key
-    if name == HEAD:
+    if models.is_head(name):
       return 1.0
     if finetune.mode == "linear":
       return 0.0
@@ -191,7 +198,7 @@ def with_pretrained_preprocessing(
     return config
   source = functools.reduce(getattr, key.split("."), config)
   try:
-    pretrained = eval_workdir.read_config(source)
+    pretrained = workdir_lib.read_config(source)
   except FileNotFoundError as e:
     raise FileNotFoundError(f"config.{key}={source}: {e}") from e
   preprocessing = augment.preprocessing(pretrained.data)

@@ -39,6 +39,7 @@ import tqdm
 from absl import logging
 
 from jvision import checkpoint as checkpoint_lib
+from jvision import parallel
 from jvision.data import feed as feed_lib
 from jvision.data import pipeline, stream
 from jvision.train import metric_writer
@@ -236,7 +237,7 @@ def _batches(config, task: Task, mesh, start_step: int):
       streamed.workers,
     )
     skip_log = stream.SkipLog(streamed.index.source)
-    return feed_lib.streamed_batches(streamed, mesh, skip_log=skip_log, **where)
+    return parallel.streamed_batches(streamed, mesh, skip_log=skip_log, **where)
   nbytes = feed_lib.split_bytes(task.train_arrays)
   feed = feed_lib.choose_feed(
     config.data.feed,
@@ -250,7 +251,7 @@ def _batches(config, task: Task, mesh, start_step: int):
     config.data.feed,
     nbytes / 1e6,
   )
-  return feed_lib.train_batches(task.train_arrays, mesh, feed=feed, **where)
+  return parallel.train_batches(task.train_arrays, mesh, feed=feed, **where)
 
 
 def _fmt(metrics: dict) -> str:

@@ -16,9 +16,9 @@ from absl import logging
 from jvision import checkpoint as checkpoint_lib
 from jvision import configs_io, models, optim, parallel
 from jvision import data as data_lib
+from jvision import workdir as workdir_lib
 from jvision.data import augment, feed, from_config, stream
 from jvision.train import metric_writer
-from jvision.train import workdir as workdir_lib
 from jvision.train.state import create_train_state
 
 Split = data_lib.ArrayDataset | stream.Streamed

@@ -136,7 +136,7 @@ def evaluate(
   probe's accuracy is left out when `with_probe` is False (a probe that
   had no labels to learn from)."""
   embed = functools.partial(
-    feed.map_split,
+    parallel.map_split,
     step_fn,
     state,
     mesh=mesh,

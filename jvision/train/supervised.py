@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jvision import losses, models, parallel
+from jvision import inference, losses, models, parallel
 from jvision.data import augment, feed
 from jvision.train import grads as grads_lib
 from jvision.train import loop, setup
@@ -106,7 +106,7 @@ def train_step(
 
 
 def eval_step(
-  state: TrainState, batch: dict, *, preprocess, tta: str = "none"
+  state: TrainState, batch: dict, *, preprocessing: dict, tta: str = "none"
 ) -> dict:
   """Sums of loss and correct predictions over the real examples of a batch.
 
@@ -114,17 +114,20 @@ def eval_step(
     state: the train state.
     batch: {"image": uint8 [B, H, W, C], "label": int32 [B],
       "mask": float32 [B] (0 for padding)}.
-    preprocess: uint8 images -> float32 [B, H, W, C] (no augmentation).
+    preprocessing: `augment.normalize`'s mean, std and channel_order (no
+      augmentation).
     tta: test-time augmentation, `augment.tta_logits`'s mode.
 
   Returns:
     {"loss_sum", "correct", "count"} scalars.
   """
   variables = {"params": state.params, "batch_stats": state.batch_stats}
-  logits = augment.tta_logits(
-    lambda x: state.apply_fn(variables, x, train=False),
-    preprocess(batch["image"]),
-    tta,
+  logits = inference.logits_step(
+    variables,
+    batch,
+    apply_fn=state.apply_fn,
+    preprocessing=preprocessing,
+    tta=tta,
   )  # [B, K]
   labels, mask = batch["label"], batch["mask"]
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
@@ -195,11 +198,12 @@ def build_task(run, started, *, bn_train: bool = True, frozen=None):
 def build_evaluate(run):
   """`state -> {"loss", "accuracy"}` on `run`'s eval split, compiled."""
   config = run.config
-  normalize = functools.partial(
-    augment.normalize, **augment.preprocessing(config.data)
-  )
   p_eval = parallel.jit_data_parallel(
-    functools.partial(eval_step, preprocess=normalize, tta=config.eval_tta),
+    functools.partial(
+      eval_step,
+      preprocessing=augment.preprocessing(config.data),
+      tta=config.eval_tta,
+    ),
     run.mesh,
   )
   return functools.partial(

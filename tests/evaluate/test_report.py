@@ -6,7 +6,7 @@ import re
 import numpy as np
 
 from jvision.evaluate import report as report_lib
-from jvision.evaluate import workdir as eval_workdir
+from jvision.evaluate import run as evaluate_run
 
 HEADINGS = (
   "Metrics",
@@ -66,7 +66,7 @@ def _expected_thumbnails(metrics: dict) -> int:
 
 
 def test_eval_writes_a_self_contained_report(trained_workdir):
-  returned = eval_workdir.evaluate_workdir(str(trained_workdir), "test")
+  returned = evaluate_run.evaluate_workdir(str(trained_workdir), "test")
   out = trained_workdir / "eval"
   page = (out / "report.html").read_text()
   metrics = json.loads((out / "metrics.json").read_text())

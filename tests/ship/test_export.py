@@ -15,9 +15,9 @@ import onnxruntime as ort
 import pytest
 from flax import traverse_util
 
-from jvision import data, models
+from jvision import data, inference, models
+from jvision.data import augment
 from jvision.ship import export
-from jvision.ship import model as ship_model
 
 NUM_DIGITS = 32
 TOLERANCE = 1e-4  # Max abs difference, float32 logits and probabilities.
@@ -51,9 +51,9 @@ def test_trained_cnn_matches_jvision_on_real_digits(
   exported, trained_workdir, digits
 ):
   _, path = exported
-  model = ship_model.load(str(trained_workdir))
-  variables, module = model.classifier
-  expected = module.apply(variables, model._normalize(digits), train=False)
+  model = inference.load(str(trained_workdir))
+  x = augment.normalize(digits, **model.preprocessing)
+  expected = model.classifier.apply(model.variables, x, train=False)
   logits, probabilities = _run(path, digits)
   assert logits.shape == probabilities.shape == (NUM_DIGITS, 10)
   assert logits.dtype == probabilities.dtype == np.float32
@@ -83,7 +83,7 @@ def test_summary_and_metadata(exported, trained_workdir):
   ]
   meta = ort.InferenceSession(str(path)).get_modelmeta()
   names = json.loads(meta.custom_metadata_map["class_names"])
-  assert names == list(ship_model.load(str(trained_workdir)).class_names)
+  assert names == list(inference.load(str(trained_workdir)).class_names)
   assert int(meta.custom_metadata_map["step"]) == summary["step"]
 
 

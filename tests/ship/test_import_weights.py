@@ -34,6 +34,8 @@ import pytest
 from helpers import REPO as REPO_ROOT
 from helpers import png_bytes, run_cli
 
+from jvision import inference
+from jvision.data import augment
 from jvision.ship import (
   export,
   import_weights,
@@ -41,7 +43,6 @@ from jvision.ship import (
   weight_files,
   weight_names,
 )
-from jvision.ship import model as ship_model
 
 SIZE = 64  # input images: 64 x 64 RGB
 NUM_IMAGES = 4
@@ -126,10 +127,10 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 def _jvision_logits(workdir, images) -> np.ndarray:
   """Logits of the classifier `predict` loads, on its own preprocessing."""
-  model = ship_model.load(str(workdir))
-  variables, module = model.require_classifier()
-  x = model.prepare(list(images))
-  logits = module.apply(variables, model._normalize(x), train=False)
+  model = inference.load(str(workdir))
+  module = model.require_classifier()
+  x = augment.normalize(model.prepare(list(images)), **model.preprocessing)
+  logits = module.apply(model.variables, x, train=False)
   return np.asarray(logits)
 
 
@@ -137,7 +138,7 @@ def _predicted_probabilities(workdir, images, tmp_path) -> np.ndarray:
   """float [N, K] of the CSV `predict` writes, in class-id order."""
   names = _write_images(images, tmp_path / "images")
   out = tmp_path / "preds.csv"
-  model = ship_model.load(str(workdir))
+  model = inference.load(str(workdir))
   k = len(model.class_names)
   predict.run_predict(
     str(workdir), str(tmp_path / "images"), str(out), top_k=k, progress=False
@@ -202,7 +203,7 @@ def test_torchvision_parity(arch, suffix, num_classes, tmp_path):
   assert summary["classes"] == num_classes
   assert summary["params"] == sum(p.numel() for p in model.parameters())
   _check_parity(workdir, images, reference, tmp_path, onnx=arch == "resnet18")
-  names = ship_model.load(str(workdir)).class_names
+  names = inference.load(str(workdir)).class_names
   if num_classes == 1000:
     assert (names[0], names[-1]) == ("imagenet_0000", "imagenet_0999")
   else:
@@ -382,7 +383,7 @@ def test_a_file_without_classifier_imports_as_a_backbone(tmp_path):
   )
   assert summary["classes"] == 0
   assert summary["params"] == 11_176_512  # ResNet-18 without its fc
-  model = ship_model.load(str(workdir))
+  model = inference.load(str(workdir))
   assert model.class_names == () and model.classifier is None
   with pytest.raises(ValueError, match="imported without a classifier"):
     model.require_classifier()

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 from helpers import jpeg_bytes, png_bytes
 
-from jvision import data
-from jvision.ship import model as ship_model
+from jvision import data, inference
 from jvision.ship import predict
 
 NUM_DIGITS = 20
@@ -53,8 +52,8 @@ def image_dir(tmp_path_factory, digits) -> pathlib.Path:
 
 
 @pytest.fixture(scope="module")
-def model(trained_workdir) -> ship_model.Model:
-  return ship_model.load(str(trained_workdir))
+def model(trained_workdir) -> inference.Inference:
+  return inference.load(str(trained_workdir))
 
 
 @pytest.fixture(scope="module")

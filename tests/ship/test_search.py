@@ -16,7 +16,7 @@ from helpers import idx_bytes
 from PIL import Image
 
 import jvision.data
-from jvision.ship import model as model_lib
+from jvision import inference
 from jvision.ship import search
 
 NUM_TRAIN, NUM_TEST = 200, 100
@@ -79,11 +79,13 @@ def test_build_index_writes_then_reuses_cache(workdir, tiny_spec, monkeypatch):
 
 
 def test_new_checkpoint_step_rebuilds(workdir, tiny_spec):
-  model = model_lib.load(workdir)
+  model = inference.load(workdir)
   old = search.build_index(
     workdir, tiny_spec, "train", progress=False, model=model
   )
-  newer = dataclasses.replace(model, step=model.step + 1)
+  newer = dataclasses.replace(
+    model, trained=dataclasses.replace(model.trained, step=model.step + 1)
+  )
   path = search.cache_path(workdir, tiny_spec, "train", model.step + 1)
   assert search.load_index(path, step=model.step + 1) is None
   index = search.build_index(

@@ -129,8 +129,8 @@ def test_new_head_for_another_class_count(simclr_workdir, tmp_path):
 
 
 def test_unset_mean_and_std_take_the_preprocessing_of_init_from(tmp_path):
+  from jvision import workdir as workdir_lib
   from jvision.ship import import_weights
-  from jvision.train import workdir as workdir_lib
 
   imported = import_weights.import_config(
     "resnet50_keras", weights="w.h5", sha256="0", data=None, image_size=64

@@ -16,7 +16,8 @@ import pytest
 from helpers import REPO, tiny_config, write_photo_folder
 
 from jvision import checkpoint, configs_io
-from jvision.evaluate import workdir as eval_workdir
+from jvision import workdir as workdir_lib
+from jvision.evaluate import run as evaluate_run
 from jvision.train import finetune, simclr, supervised
 
 
@@ -41,11 +42,11 @@ def test_imagenet_recipe_streams_and_evaluates(photos, tmp_path):
   result = supervised.train_and_evaluate(config, str(workdir))
   assert np.isfinite(result["train"]["loss"])
   assert 0.0 <= result["eval"]["accuracy"] <= 1.0
-  record = eval_workdir.read_record(str(workdir))
+  record = workdir_lib.read_record(str(workdir))
   assert record["config"]["data"]["loading"] == "stream"
   assert record["image_shape"] == [32, 32, 3]
   assert record["class_names"] == ["a", "b", "c"]
-  report = eval_workdir.evaluate_workdir(str(workdir), split="val")
+  report = evaluate_run.evaluate_workdir(str(workdir), split="val")
   assert sum(report["per_class"][c]["support"] for c in "abc") == 24
   assert (workdir / "eval" / "report.html").exists()
 
@@ -103,7 +104,7 @@ def test_auto_streams_only_above_the_memory_limit(photos, tmp_path, caplog):
   base.data.max_memory_gib = 1e-6
   supervised.train_and_evaluate(base, str(tmp_path / "stream"))
   assert "data loading: stream (the decoded training split of 24" in caplog.text
-  recorded = eval_workdir.read_config(str(tmp_path / "stream"))
+  recorded = workdir_lib.read_config(str(tmp_path / "stream"))
   assert recorded.data.loading == "stream"
   assert len(recorded.data.mean) == 1  # measured on a sample, 1 channel
 

@@ -1,7 +1,14 @@
-"""What a run records in its workdir: the resolved config and provenance.
+"""The one place that writes and reads a workdir, trained or imported.
 
 DIR/config.json holds {"config", "git_revision", "git_dirty", "versions",
-"devices", "created"}. A workdir is only ever written by jvision: a
+"devices", "created"} and, for a model that classifies or takes images,
+"class_names" and "image_shape"; DIR/checkpoints/ the Orbax checkpoints.
+`record` writes config.json, `load` reads a workdir back as a `Trained`
+(config, class names, image shape, preprocessing, the newest checkpoint's
+variables), which `jvision.inference` runs. A workdir written by `jvision
+import` holds weights trained elsewhere (`config.trainer == IMPORTED`).
+
+A workdir is only ever written by jvision: a
 non-empty directory without config.json is refused, and resuming with a
 config that differs in anything but the keys in `RESUMABLE_CHANGES` is an
 error listing the differences.
@@ -57,6 +64,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from jvision import checkpoint as checkpoint_lib
+from jvision.data import augment, from_config
+
 # Keys that may change between a run and its resumption (e.g. to extend it).
 RESUMABLE_CHANGES = frozenset(
   {
@@ -90,7 +100,7 @@ _PACKAGES = (
 
 def git_revision() -> tuple[str | None, bool]:
   """(commit hash, whether the tree has uncommitted changes) of jvision."""
-  repo = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   try:
     rev = subprocess.run(
       ["git", "-C", repo, "rev-parse", "HEAD"],
@@ -241,6 +251,109 @@ def record(
   with open(tmp, "w") as f:
     json.dump(record, f, indent=2, sort_keys=True)
   os.replace(tmp, path)
+
+
+# config.trainer of a workdir that `jvision import` wrote from weights
+# trained elsewhere (jvision/ship/import_weights.py).
+IMPORTED = "import"
+CHECKPOINTS = "checkpoints"  # DIR/checkpoints: the Orbax checkpoints
+
+
+def read_record(workdir: str) -> dict:
+  """DIR/config.json: the resolved config, provenance, class names."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+      f"{path} does not exist: {workdir} is not a jvision workdir "
+      "(run `jvision train --workdir=...` first)"
+    )
+  with open(path) as f:
+    return json.load(f)
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The resolved config a run stored in DIR/config.json."""
+  return ml_collections.ConfigDict(read_record(workdir)["config"])
+
+
+def load_variables(workdir: str) -> tuple[dict, int]:
+  """({"params", "batch_stats"}, step) of the newest checkpoint."""
+  checkpointer = checkpoint_lib.Checkpointer(
+    os.path.join(workdir, CHECKPOINTS), async_save=False
+  )
+  step = checkpointer.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {workdir}/{CHECKPOINTS}")
+  state = checkpointer.restore_raw(step)
+  checkpointer.close()
+  variables = {"params": state["params"]}
+  if state.get("batch_stats"):
+    variables["batch_stats"] = state["batch_stats"]
+  return variables, step
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+  """A workdir's network as stored, ready for `jvision.inference`.
+
+  Attributes:
+    workdir: where it was read from.
+    config: the run's resolved config (its `model` section builds the
+      network, `trainer` says what made it).
+    class_names: label names by id, as recorded (SimCLR pretraining records
+      its data's; an imported backbone none).
+    image_shape: (H, W, C) of the images the network takes.
+    preprocessing: `augment.normalize`'s mean, std (per channel, [0, 1]
+      units) and channel_order.
+    step: the checkpoint step.
+    variables: {"params", "batch_stats" (when it has batch norm)} of the
+      newest checkpoint, the whole network's.
+  """
+
+  workdir: str
+  config: ml_collections.ConfigDict
+  class_names: tuple[str, ...]
+  image_shape: tuple[int, int, int]
+  preprocessing: dict
+  step: int
+  variables: dict
+
+  @property
+  def trainer(self) -> str:
+    """ "supervised", "finetune", "simclr", "distill" or IMPORTED."""
+    return self.config.trainer
+
+  def describe(self) -> str:
+    """E.g. "runs/a (supervised, step 600)", for logs and reports."""
+    return f"{self.workdir} ({self.trainer}, step {self.step})"
+
+
+def _classes_and_shape(record: dict, config) -> tuple[tuple, tuple]:
+  """Class names and image shape: recorded at training, else from data."""
+  if "class_names" in record and "image_shape" in record:
+    return tuple(record["class_names"]), tuple(record["image_shape"])
+  # Workdirs written before config.json held them: load the eval split.
+  dataset = from_config.load_split(
+    config, config.data.eval_split, progress=False
+  )
+  return tuple(dataset.class_names), tuple(dataset.images.shape[1:])
+
+
+def load(workdir: str) -> Trained:
+  """The newest checkpoint of a workdir, with what it needs to run."""
+  record = read_record(workdir)
+  config = ml_collections.ConfigDict(record["config"])
+  class_names, image_shape = _classes_and_shape(record, config)
+  variables, step = load_variables(workdir)
+  return Trained(
+    workdir=workdir,
+    config=config,
+    class_names=class_names,
+    image_shape=tuple(int(d) for d in image_shape),
+    preprocessing=augment.preprocessing(config.data),
+    step=step,
+    variables=variables,
+  )
 
 
 LOCK_FILE = "lock.json"

@@ -1,7 +1,8 @@
-"""Tests for the workdir lock of jvision/train/workdir.py: one live writer.
+"""Tests for jvision/workdir.py: what may resume where, reading a workdir
+back, and the lock (one live writer).
 
-Holders are real processes killed with real signals; the end-to-end test
-runs `python -m jvision.cli train` twice on one workdir.
+Lock holders are real processes killed with real signals; the end-to-end
+test runs `python -m jvision.cli train` twice on one workdir.
 """
 
 import concurrent.futures
@@ -20,14 +21,14 @@ import time
 import pytest
 from helpers import REPO
 
-from jvision import checkpoint
-from jvision.train import workdir
+from jvision import checkpoint, workdir
+from jvision.train import defaults
 
 HOST = socket.gethostname()
 HOLDER = """
 import sys, time
 from jax._src import xla_bridge
-from jvision.train import workdir
+from jvision import workdir
 with workdir.hold_lock(sys.argv[1]):
   print("held, backend", xla_bridge.backends_are_initialized(), flush=True)
   time.sleep(600)
@@ -378,3 +379,51 @@ def test_a_multihost_run_is_refused_as_one(tmp_path, holder):
   assert "process 0 could not take the lock" in err1  # and told process 1
   assert _record(tmp_path / "wd")["pid"] == holder.pid
   assert os.listdir(tmp_path / "wd") == [workdir.LOCK_FILE]
+
+
+def test_keys_added_later_resume_at_their_old_meaning():
+  new = defaults.supervised_config().to_dict()
+  old = {k: v for k, v in new.items() if k not in workdir.ADDED_KEYS}
+  assert workdir.config_differences(old, new) == []
+  new["dtype"] = "bfloat16"
+  assert workdir.config_differences(old, new) == [
+    "dtype: 'float32' -> 'bfloat16'"
+  ]
+
+
+def test_differences_name_nested_keys():
+  old = defaults.supervised_config().to_dict()
+  new = defaults.supervised_config().to_dict()
+  new["optimizer"]["learning_rate"] = 0.3
+  assert workdir.config_differences(old, new) == [
+    "optimizer.learning_rate: 0.1 -> 0.3"
+  ]
+
+
+def test_the_data_feed_may_change_on_resume():
+  old = defaults.supervised_config().to_dict()
+  new = defaults.supervised_config().to_dict()
+  new["data"]["feed"] = "device"
+  assert workdir.config_differences(old, new) == [
+    "data.feed: 'auto' -> 'device'"
+  ]
+  assert "data.feed" in workdir.RESUMABLE_CHANGES
+
+
+def test_load_reads_back_what_training_recorded(trained_workdir):
+  trained = workdir.load(str(trained_workdir))
+  assert trained.trainer == "supervised" and trained.step == 6
+  assert trained.class_names == tuple(str(d) for d in range(10))
+  assert trained.image_shape == (28, 28, 1)
+  assert set(trained.preprocessing) == {"mean", "std", "channel_order"}
+  assert trained.variables["params"]["head"]["kernel"].shape[-1] == 10
+  assert trained.describe() == f"{trained_workdir} (supervised, step 6)"
+
+
+def test_load_of_a_record_without_checkpoint_names_the_folder(tmp_path):
+  config = defaults.supervised_config()
+  workdir.record(
+    str(tmp_path), config, class_names=["a"], image_shape=(8, 8, 1)
+  )
+  with pytest.raises(FileNotFoundError, match="no checkpoint in .*checkpoints"):
+    workdir.load(str(tmp_path))
