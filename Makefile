@@ -18,6 +18,9 @@ endif
 # it, so a changed pyproject or ACCEL reinstalls.
 STAMP = $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)-$(or $(ACCEL),cpu)
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist, one file per process at a time so that a
+# module's compiled fixtures are built once); 2 matches CI's 2 cores.
+TEST_WORKERS ?= 2
 # The platform an ACCEL runs on: `make demo ACCEL=...` asks jvision for it,
 # so a runtime that cannot start is an error, not a demo on the CPU.
 ACCEL_PLATFORM = $(if $(filter tpu,$(ACCEL)),tpu,$(if $(ACCEL),gpu))
@@ -29,7 +32,7 @@ demo: setup data
 
 # CPU-only whatever ACCEL installed: the suite runs on 8 fake CPU devices.
 test: setup data
-	JAX_PLATFORMS=cpu $(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	JAX_PLATFORMS=cpu $(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 setup: $(STAMP)
 

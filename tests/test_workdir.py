@@ -12,6 +12,7 @@ import fcntl
 import json
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -87,7 +88,7 @@ def test_the_lock_records_its_holder_and_goes_away_with_it(tmp_path):
       assert record["host"] == HOST and record["pid"] == os.getpid()
       since = datetime.datetime.fromisoformat(record["since"])
       assert 0 <= (since - start).total_seconds() < 5
-      assert "pytest" in record["command"]
+      assert record["command"] == shlex.join(sys.orig_argv)  # this process
     assert not (tmp_path / name / workdir.LOCK_FILE).exists()
   assert not (tmp_path / "new").exists()  # it made the directory, left empty
   assert (tmp_path / "kept").is_dir()  # the user's directory stays
