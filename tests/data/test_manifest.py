@@ -14,11 +14,12 @@ import pytest
 from helpers import CIFAR_NAMES, SHARED_DATA, tiny_config
 
 from jvision import data as jd
+from jvision import workdir
 from jvision.audit.findings import ManifestEntry, write_manifest
 from jvision.data import manifest
 from jvision.data.dataset import DataError
 from jvision.data.from_config import load_split
-from jvision.train import defaults, setup, supervised, workdir
+from jvision.train import defaults, setup, supervised
 
 pytestmark = pytest.mark.usefixtures("data_cache")
 
