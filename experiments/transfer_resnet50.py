@@ -27,8 +27,8 @@ torchvision weights; BGR caffe means with `--config.model.name=
 resnet50_keras` for Keras weights). Set `--config.num_train_steps` for your
 folder's size (the defaults are ~10 and ~20 epochs of 6,400 images).
 `runlocal` shrinks a stage to 4 steps of 8 images at 32 px, for tests.
-Not yet measured on named hardware: there are no downloaded ImageNet weights
-on the machines this was written on.
+Accuracy not yet measured on named hardware: there are no downloaded
+ImageNet weights on the machines this was written on.
 """
 
 from jvision.train import defaults
