@@ -38,7 +38,7 @@ import math
 import cv2
 import numpy as np
 import simplejpeg
-from PIL import Image, ImageOps
+from PIL import Image
 
 from jvision.data import decode
 
@@ -119,10 +119,10 @@ def _orientation(image: Image.Image) -> int:
   return image.getexif().get(_ORIENTATION_TAG, 1)
 
 
-def _oriented_size(image: Image.Image) -> tuple[int, int]:
-  """(width, height) after the EXIF orientation is applied."""
+def _oriented_size(image: Image.Image, orientation: int) -> tuple[int, int]:
+  """(width, height) after EXIF `orientation` is applied."""
   width, height = image.size
-  if _orientation(image) in _ROTATING:
+  if orientation in _ROTATING:
     return height, width
   return width, height
 
@@ -152,10 +152,11 @@ def _decode_for_boxes(
   size: int,
   channels: int | None,
   path: str,
+  orientation: int,
 ) -> np.ndarray:
   """The upright image, uint8 [H, W, C] (C as `channels` says, see
-  `decode.to_channels`), from its opened header `image` and file bytes;
-  `path` names it in a DecodeError.
+  `decode.to_channels`), from its opened header `image`, file bytes and
+  EXIF `orientation`; `path` names it in a DecodeError.
 
   8-bit grey and colour JPEGs are decoded by libjpeg-turbo (simplejpeg) at
   `_dct_reduction` of their size; every other image (PNG, CMYK JPEG, ...)
@@ -177,12 +178,11 @@ def _decode_for_boxes(
       raise decode.DecodeError(
         path, f"truncated or corrupt JPEG data ({e})"
       ) from e
-    return _upright(pixels, _orientation(image))
-  image.load()
-  if _orientation(image) != 1:
-    image = ImageOps.exif_transpose(image)
-  pixels = np.asarray(decode.to_channels(image, channels))
-  return pixels[..., None] if pixels.ndim == 2 else pixels
+  else:
+    image.load()
+    pixels = np.asarray(decode.to_channels(image, channels))
+    pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+  return _upright(pixels, orientation)
 
 
 def resize_box(pixels: np.ndarray, box, size: int) -> np.ndarray:
@@ -269,9 +269,12 @@ def crops_to_size(
       if not encoded:
         raise decode.DecodeError(path, "empty file (0 bytes)")
       image = decode.open_checked(encoded)
-      oriented = _oriented_size(image)
+      orientation = _orientation(image)  # EXIF parsed once per example
+      oriented = _oriented_size(image, orientation)
       boxes = boxes_fn(*oriented)
-      pixels = _decode_for_boxes(image, encoded, boxes, size, channels, path)
+      pixels = _decode_for_boxes(
+        image, encoded, boxes, size, channels, path, orientation
+      )
   except decode.DecodeError:
     raise  # already says what is wrong (a ValueError, like PIL's errors)
   except Image.UnidentifiedImageError as e:
