@@ -3,6 +3,7 @@
 import io
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -159,6 +160,13 @@ def write_photo_folder(
         stem = f"{name}_{i:03d}" if name else f"{i:03d}"
         (folder / f"{stem}.jpg").write_bytes(jpeg_bytes(base.astype(np.uint8)))
   return root
+
+
+def free_port() -> int:
+  """A TCP port free on 127.0.0.1 now (for a JAX coordinator)."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
 
 
 def run_cli(*args, cwd=REPO, timeout: int = 600):

@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -10,7 +9,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from helpers import REPO, write_photo_folder
+from helpers import REPO, free_port, write_photo_folder
 
 from jvision import checkpoint
 
@@ -30,12 +29,6 @@ def get_config(arg=None):
     **{{"model.name": "resnet_tiny", "optimizer.schedule": "constant"}},
   )
 """
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def _train(config, workdir, devices, *extra):
@@ -63,7 +56,7 @@ def _train(config, workdir, devices, *extra):
 
 
 def _two_processes(config, workdir, *extra):
-  port = _free_port()
+  port = free_port()
   return [
     _train(
       config,

@@ -20,7 +20,7 @@ import sys
 import time
 
 import pytest
-from helpers import REPO
+from helpers import REPO, free_port
 
 from jvision import checkpoint, workdir
 from jvision.train import defaults
@@ -361,9 +361,7 @@ def test_a_second_trainer_is_refused_and_a_killed_ones_lock_taken_over(
 def test_a_multihost_run_is_refused_as_one(tmp_path, holder):
   config = tmp_path / "config.py"
   config.write_text(TRAIN_CONFIG)
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
+  port = free_port()
   processes = [
     _train(
       config,
