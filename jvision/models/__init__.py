@@ -28,11 +28,12 @@ from jvision.models.backbone import (
   PROJECTION,
   backbone_variables,
   has_head,
+  hidden_projection_layers,
   is_head,
 )
 from jvision.models.cnn import SeedCNN
 from jvision.models.fast_cifar import FastCIFARNet
-from jvision.models.heads import LinearHead, MLPHead
+from jvision.models.heads import LinearHead, MLPHead, ProjectedNetwork
 from jvision.models.resnet import (
   BasicBlock,
   BottleneckBlock,
@@ -48,12 +49,14 @@ __all__ = [
   "BACKBONE",
   "HEAD",
   "MODELS",
+  "PROJ_HIDDEN_DIMS",
   "PROJECTION",
   "BasicBlock",
   "BottleneckBlock",
   "FastCIFARNet",
   "LinearHead",
   "MLPHead",
+  "ProjectedNetwork",
   "ResNet",
   "ResNet18",
   "ResNet34",
@@ -68,6 +71,7 @@ __all__ = [
   "create_classifier",
   "create_model",
   "has_head",
+  "hidden_projection_layers",
   "is_head",
   "model_fields",
 ]
@@ -84,13 +88,18 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 # Module fields that are flax plumbing, not model hyper-parameters.
 _NOT_HYPERPARAMETERS = ("parent", "name")
+# The `model` key (every registered model takes it) of the projection-head
+# layers a network keeps between its backbone and its classifier: their
+# widths, () for none (`ProjectedNetwork`, jvision/models/heads.py).
+PROJ_HIDDEN_DIMS = "proj_hidden_dims"
 
 
 def _hyperparameters(factory: Callable[..., nn.Module]) -> list[str]:
   """The keyword arguments a registered model class or partial accepts."""
   cls = factory.func if isinstance(factory, functools.partial) else factory
   fields = dataclasses.fields(cls)
-  return sorted(f.name for f in fields if f.name not in _NOT_HYPERPARAMETERS)
+  names = [f.name for f in fields if f.name not in _NOT_HYPERPARAMETERS]
+  return sorted([*names, PROJ_HIDDEN_DIMS])
 
 
 def _unknown_name_error(name: str) -> ValueError:
@@ -125,7 +134,9 @@ def create_model(
       its pre-logits features.
     dtype: computation dtype (parameters stay float32).
     **kwargs: further fields of the model, e.g. `width`, `stem`,
-      `zero_init_residual` for the ResNets.
+      `zero_init_residual` for the ResNets; `proj_hidden_dims` (any model)
+      puts that many Dense-BN-ReLU layers of the given widths between the
+      backbone and the classifier (a `ProjectedNetwork`).
 
   Returns:
     The (unbound) flax module.
@@ -144,7 +155,16 @@ def create_model(
       f"Model {name!r} has no argument(s) {unknown}; valid arguments are "
       f"{valid}."
     )
-  return factory(num_classes=num_classes, dtype=dtype, **kwargs)
+  hidden_dims = tuple(kwargs.pop(PROJ_HIDDEN_DIMS, None) or ())
+  if not hidden_dims:
+    return factory(num_classes=num_classes, dtype=dtype, **kwargs)
+  return ProjectedNetwork(
+    backbone=factory(num_classes=0, dtype=dtype, **kwargs),
+    hidden_dims=hidden_dims,
+    num_classes=num_classes,
+    bn_axis_name=kwargs.get("bn_axis_name"),
+    dtype=dtype,
+  )
 
 
 def create_backbone(model_section, *, dtype: Any = jnp.float32) -> nn.Module:

@@ -3,7 +3,9 @@
 `MLPHead` is SimCLR's projection head: Dense - BN - ReLU per hidden layer,
 then a final Dense, optionally followed by a batch norm without scale or
 centre. With batch norm on, the dense layers carry no bias (the norm's
-centre replaces it).
+centre replaces it). `ProjectedNetwork` is a backbone followed by the first
+hidden layers of such a head (and a classifier): the network SimCLRv2
+fine-tunes when it keeps part of the projection head.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from jvision.models.backbone import HEAD, PROJECTION
 
 
 class LinearHead(nn.Module):
@@ -46,7 +50,8 @@ class MLPHead(nn.Module):
 
   Attributes:
     hidden_dims: width of each hidden layer, e.g. (2048,) for SimCLR v1.
-    out_dim: width of the output (the projection), e.g. 128.
+    out_dim: width of the output (the projection), e.g. 128; 0 or None
+      ends the head after its hidden layers (no output layer).
     use_bn: batch norm after each hidden dense layer (and allows
       `final_bn`); dense layers followed by batch norm have no bias.
     final_bn: batch norm without scale or centre after the last dense
@@ -58,7 +63,7 @@ class MLPHead(nn.Module):
   """
 
   hidden_dims: Sequence[int]
-  out_dim: int
+  out_dim: int | None
   use_bn: bool = True
   final_bn: bool = True
   bn_axis_name: str | None = None
@@ -75,7 +80,8 @@ class MLPHead(nn.Module):
         (`mutable=["batch_stats"]`), else use the running averages.
 
     Returns:
-      [N, out_dim] projections.
+      [N, out_dim] projections ([N, hidden_dims[-1]] without an output
+      layer).
     """
     x = jnp.asarray(x, self.dtype)
     for i, dim in enumerate(self.hidden_dims):
@@ -83,6 +89,8 @@ class MLPHead(nn.Module):
       if self.use_bn:
         x = self._norm(train=train, name=f"bn{i + 1}")(x)
       x = nn.relu(x)
+    if not self.out_dim:
+      return x  # [N, hidden_dims[-1]]
     last_bn = self.use_bn and self.final_bn
     x = self._dense(self.out_dim, name="dense_out", use_bias=not last_bn)(x)
     if last_bn:
@@ -110,3 +118,46 @@ class MLPHead(nn.Module):
       param_dtype=self.param_dtype,
       name=name,
     )
+
+
+class ProjectedNetwork(nn.Module):
+  """A backbone, the first hidden layers of a SimCLR projection head, and
+  optionally a linear classifier: SimCLRv2's fine-tuning "from a middle
+  layer of the projection head" (its `ft_proj_selector`).
+
+  Its variables are {BACKBONE: the backbone's, PROJECTION: {dense1, bn1,
+  ...} named as in `MLPHead`, HEAD: the classifier's}, so the kept layers
+  load from a SimCLR checkpoint's projection head by name
+  (jvision/models/backbone.py).
+
+  Attributes:
+    backbone: a model built with num_classes=0 ([N, F] features).
+    hidden_dims: widths of the kept layers (Dense - BN - ReLU each).
+    num_classes: logits of the classifier; None or 0 returns the output of
+      the kept layers (this network's pre-logits features).
+    bn_axis_name: the pmap axis of the kept layers' batch norm.
+    dtype: computation dtype; parameters stay float32.
+  """
+
+  backbone: nn.Module
+  hidden_dims: Sequence[int]
+  num_classes: int | None
+  bn_axis_name: str | None = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+    """Args: x [N, H, W, C] normalised images. Returns: [N, num_classes]
+    logits, or [N, hidden_dims[-1]] features without a classifier."""
+    features = self.backbone(x, train=train)  # [N, F]
+    hidden = MLPHead(
+      hidden_dims=tuple(self.hidden_dims),
+      out_dim=None,
+      bn_axis_name=self.bn_axis_name,
+      dtype=self.dtype,
+      name=PROJECTION,
+    )(features, train=train)  # [N, hidden_dims[-1]]
+    self.sow("intermediates", "pre_logits", hidden)
+    if not self.num_classes:
+      return hidden
+    return nn.Dense(self.num_classes, dtype=self.dtype, name=HEAD)(hidden)

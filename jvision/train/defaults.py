@@ -187,8 +187,11 @@ def finetune_config() -> ml_collections.ConfigDict:
   features (backbone batch norm in inference mode); "finetune" trains all
   but the first `freeze_stages` stages, the backbone at
   `backbone_lr_scale` times the head's learning rate. `init_head` loads
-  `init_from`'s head as well. Unset data.mean and data.std take
-  `init_from`'s preprocessing.
+  `init_from`'s head as well. `proj_layers` = k > 0 (SimCLRv2's
+  `ft_proj_selector`) keeps the first k hidden layers of a SimCLR
+  `init_from`'s projection head between the backbone and the new head
+  (recorded as `model.proj_hidden_dims`). Unset data.mean and data.std
+  take `init_from`'s preprocessing.
   """
   config = supervised_config()
   config.trainer = "finetune"
@@ -201,6 +204,10 @@ def finetune_config() -> ml_collections.ConfigDict:
       # Also load init_from's head (its classes must be this data's): the
       # second stage of a transfer schedule.
       "init_head": False,
+      # SimCLRv2's ft_proj_selector: how many hidden layers of a SimCLR
+      # init_from's projection head the classifier keeps (0: none, the
+      # new head sits on the backbone's features).
+      "proj_layers": 0,
     }
   )
   return config

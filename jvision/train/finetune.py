@@ -11,6 +11,12 @@ this data's classes. Modes (`config.finetune.mode`):
             (stem + stages 1..k); the backbone's learning rate is
             `backbone_lr_scale` times the head's.
 
+With `finetune.proj_layers` = k > 0 (SimCLRv2's `ft_proj_selector`) the
+classifier keeps the first k hidden layers of a SimCLR `init_from`'s
+projection head, pretrained weights included, between the backbone and the
+new head; the run's config records their widths as
+`model.proj_hidden_dims`, so inference and export build the same network.
+
 With `finetune.init_head` the head of `init_from` loads too (its classes
 must be this data's): the second stage of a transfer schedule, which trains
 the whole network from the head a `linear` stage trained. A config that
@@ -71,14 +77,30 @@ def _pretrained(workdir: str) -> inference.Inference:
     raise FileNotFoundError(f"config.init_from={workdir}: {e}") from e
 
 
-def pretrained_backbone(workdir: str) -> tuple[dict, dict, str]:
-  """(params, batch_stats, description) of `config.init_from`'s backbone."""
+def pretrained_backbone(
+  workdir: str, *, projection_layers: int = 0
+) -> tuple[dict, dict, str]:
+  """(params, batch_stats, description) of `config.init_from`'s backbone,
+  with the first `projection_layers` hidden layers of its projection head."""
   pretrained = _pretrained(workdir)
-  backbone = pretrained.backbone_variables
+  try:
+    backbone = models.backbone_variables(
+      pretrained.variables, projection_layers=projection_layers
+    )
+  except ValueError as e:
+    raise ValueError(
+      f"config.finetune.proj_layers={projection_layers} with "
+      f"config.init_from={workdir}: {e}"
+    ) from e
+  kept = (
+    f" + {projection_layers} projection-head layer(s)"
+    if projection_layers
+    else ""
+  )
   return (
     backbone["params"],
     backbone.get("batch_stats") or {},
-    f"init_from {pretrained.describe()}",
+    f"init_from {pretrained.describe()}{kept}",
   )
 
 
@@ -142,10 +164,13 @@ def stage_index(top_level_name: str) -> int | None:
 
 
 def update_scales(params: dict, finetune) -> dict:
-  """Per-parameter learning-rate factors for `finetune`'s mode."""
+  """Per-parameter learning-rate factors for `finetune`'s mode (kept
+  projection-head layers count as the backbone's last layers)."""
 
   def scale(path, _):
     name = path[0].key
+    if name == models.BACKBONE:  # a ProjectedNetwork's backbone
+      name = path[1].key
     if models.is_head(name):
       return 1.0
     if finetune.mode == "linear":
@@ -158,11 +183,18 @@ def update_scales(params: dict, finetune) -> dict:
   return jax.tree_util.tree_map_with_path(scale, params)
 
 
-def make_init_fn(workdir: str, *, with_head: bool = False):
-  """`variables -> variables` loading `workdir`'s backbone (and, `with_head`,
-  its head), with `.source`."""
-  load = pretrained_variables if with_head else pretrained_backbone
-  params, stats, source = load(workdir)
+def make_init_fn(
+  workdir: str, *, with_head: bool = False, projection_layers: int = 0
+):
+  """`variables -> variables` loading `workdir`'s backbone (with the first
+  `projection_layers` layers of its projection head; or, `with_head`, its
+  whole network), with `.source`."""
+  if with_head:
+    params, stats, source = pretrained_variables(workdir)
+  else:
+    params, stats, source = pretrained_backbone(
+      workdir, projection_layers=projection_layers
+    )
   part = "network" if with_head else "backbone"
 
   def init(variables):
@@ -208,6 +240,57 @@ def with_pretrained_preprocessing(
   return config
 
 
+def with_projection_layers(
+  config: ml_collections.ConfigDict,
+) -> ml_collections.ConfigDict:
+  """`config` with `model.proj_hidden_dims` set to the widths of the first
+  `finetune.proj_layers` hidden layers of `init_from`'s SimCLR projection
+  head; `config` itself when `proj_layers` is 0.
+
+  Raises:
+    ValueError: a negative count, an init_from that is not a SimCLR run, a
+      head with fewer hidden layers, or a `model.proj_hidden_dims` the
+      config sets otherwise.
+  """
+  layers = config.finetune.get("proj_layers", 0)
+  if not layers:
+    return config
+  if layers < 0:
+    raise ValueError(f"config.finetune.proj_layers={layers}; expected >= 0")
+  if config.finetune.get("init_head", False):
+    raise ValueError(
+      "config.finetune.proj_layers and config.finetune.init_head cannot be "
+      "combined: init_head loads a classifier's whole network"
+    )
+  try:
+    pretrained = workdir_lib.read_config(config.init_from)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"config.init_from={config.init_from}: {e}") from e
+  hidden = tuple(pretrained.get("simclr", {}).get("proj_hidden_dims", ()))
+  if pretrained.get("trainer") != "simclr":
+    raise ValueError(
+      f"config.finetune.proj_layers={layers} keeps layers of a SimCLR "
+      f"projection head, but config.init_from={config.init_from} was "
+      f"trained by {pretrained.get('trainer')!r}"
+    )
+  if layers > len(hidden):
+    raise ValueError(
+      f"config.finetune.proj_layers={layers}, but the projection head of "
+      f"config.init_from={config.init_from} has {len(hidden)} hidden "
+      f"layer(s) (simclr.proj_hidden_dims={hidden})"
+    )
+  dims = hidden[:layers]
+  configured = tuple(config.model.get(models.PROJ_HIDDEN_DIMS) or ())
+  if configured and configured != dims:
+    raise ValueError(
+      f"config.model.{models.PROJ_HIDDEN_DIMS}={configured} differs from "
+      f"the {layers} kept layer(s) of config.init_from's head {dims}"
+    )
+  config = ml_collections.ConfigDict(config.to_dict())  # a private copy
+  config.model[models.PROJ_HIDDEN_DIMS] = dims
+  return config
+
+
 @setup.one_writer
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   """Fine-tunes or probes `config.init_from` in `workdir`.
@@ -223,7 +306,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     raise ValueError(
       f"config.finetune.mode={config.finetune.mode!r}; use linear or finetune"
     )
-  config = with_pretrained_preprocessing(config)
+  config = with_projection_layers(with_pretrained_preprocessing(config))
   run = setup.prepare_run(config, workdir)
   config = run.config
   model = models.create_model(
@@ -237,7 +320,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     model,
     workdir,
     init_fn=make_init_fn(
-      config.init_from, with_head=config.finetune.get("init_head", False)
+      config.init_from,
+      with_head=config.finetune.get("init_head", False),
+      projection_layers=config.finetune.get("proj_layers", 0),
     ),
     update_scales_fn=scales,
   )

@@ -146,3 +146,51 @@ def test_unset_mean_and_std_take_the_preprocessing_of_init_from(tmp_path):
   assert config.data.mean is None  # the caller's config is not changed
   config.data.mean, config.data.std = (0.5,) * 3, (0.2,) * 3
   assert finetune.with_pretrained_preprocessing(config) is config
+
+
+def test_proj_layers_keeps_the_first_layer_of_the_projection_head(
+  simclr_workdir, tmp_path
+):
+  # SimCLRv2's ft_proj_selector=1: backbone -> dense1/bn1 of the head -> new
+  # classifier; a linear probe leaves the kept layer as pretrained.
+  from jvision import inference
+  from jvision import workdir as workdir_lib
+
+  pretrained, _ = simclr_workdir
+  config = _config(pretrained, **{"model.name": "resnet_tiny"})
+  config.finetune.mode = "linear"
+  config.finetune.proj_layers = 1
+  result = finetune.train_and_evaluate(config, str(tmp_path / "probe"))
+  assert result["source"].endswith("+ 1 projection-head layer(s)")
+  params, stats = _params(tmp_path / "probe")
+  pre_params, pre_stats = _params(pretrained)
+  assert set(params) == {"backbone", "projection", "head"}
+  assert _same(params["backbone"], pre_params["backbone"])
+  for name in ("dense1", "bn1"):
+    assert _same(params["projection"][name], pre_params["projection"][name])
+  assert _same(stats["projection"]["bn1"], pre_stats["projection"]["bn1"])
+  assert params["head"]["kernel"].shape == (32, 10)  # proj_hidden_dims (32,)
+  recorded = workdir_lib.read_config(str(tmp_path / "probe"))
+  assert tuple(recorded.model.proj_hidden_dims) == (32,)
+  # Inference builds the same network from the record alone.
+  model = inference.load(str(tmp_path / "probe"))
+  images = np.zeros((3, 28, 28, 1), np.uint8)
+  assert model.logits(images).shape == (3, 10)
+  assert model.features(images).shape == (3, 32)
+
+
+def test_proj_layers_beyond_the_head_or_without_simclr_are_refused(
+  simclr_workdir, trained_workdir, tmp_path
+):
+  pretrained, _ = simclr_workdir
+  config = _config(pretrained, **{"model.name": "resnet_tiny"})
+  config.finetune.proj_layers = 2
+  with pytest.raises(ValueError, match=r"has 1 hidden layer\(s\)"):
+    finetune.train_and_evaluate(config, str(tmp_path / "two"))
+  config = _config(trained_workdir)
+  config.finetune.proj_layers = 1
+  with pytest.raises(ValueError, match="trained by 'supervised'"):
+    finetune.train_and_evaluate(config, str(tmp_path / "sup"))
+  assert not (tmp_path / "two").exists() or not any(
+    (tmp_path / "two").iterdir()
+  )
