@@ -3,12 +3,15 @@
     python -m benchmarks.demo [--workdir=DIR]
 
 Runs the `jvision` command in a fresh temporary workdir (a subprocess, so
-start-up, data loading, compilation, pretraining, the six classifiers,
+start-up, data loading, compilation, pretraining, the eight classifiers,
 evaluation and reports are all counted) and records the wall time and the
 demo's DIR/summary.json (test accuracy per method and label fraction) in
-benchmarks/results/demo.json. With --workdir the demo runs there (it must
-not exist yet) and is kept, e.g. as seed 0 of benchmarks.simclr_fashion_mnist
-(benchmarks/workdirs/simclr_fashion_mnist/seed0).
+benchmarks/results/demo.json, beside this machine's float32 matmul peak
+(GFLOP/s, best of 1024-2048 squares, measured just before the demo) so that
+demo times of different machines can be compared. With --workdir the demo
+runs there (it must not exist yet) and is kept, e.g. as seed 0 of
+benchmarks.simclr_fashion_mnist (benchmarks/workdirs/simclr_fashion_mnist/
+seed0).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks import common
+from benchmarks import common, compare
 
 
 def main(argv):
@@ -33,6 +36,8 @@ def main(argv):
     if keep
     else (pathlib.Path(tempfile.mkdtemp()) / "demo")
   )
+  peak = compare.matmul_peak_gflops([1024, 2048], "float32")
+  print(f"float32 matmul peak: {peak}")
   start = time.perf_counter()
   subprocess.run(
     [sys.executable, "-m", "jvision.cli", "demo", f"--workdir={workdir}"],
@@ -44,6 +49,7 @@ def main(argv):
     shutil.rmtree(workdir.parent)
   record = {
     "wall_seconds": seconds,
+    "matmul_peak_gflops_float32": peak,
     "summary": summary,
     "method": (
       "one run of `jvision demo` in a fresh workdir, wall time of the "

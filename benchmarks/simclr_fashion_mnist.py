@@ -5,9 +5,9 @@
 Runs the `jvision demo` pipeline (jvision.demo.run_demo) once per seed in
 benchmarks/workdirs/simclr_fashion_mnist[_long]/seed<k>: SimCLR pretraining
 (experiments/fashion_mnist_simclr.py with --pretrain as its argument: "" is
-the demo's short run, "long" the longer one), then linear probe, fine-tune
-and supervised-from-scratch at 1% and 10% of the labels. Finished runs are
-reused (resumed or skipped). Records every seed's test accuracies, the
+the demo's short run, "long" the longer one), then linear probe, fine-tune,
+distillation and supervised-from-scratch at 1% and 10% of the labels.
+Finished runs are reused (skipped). Records every seed's test accuracies, the
 pretraining's last kNN monitor and wall times, and per (method, fraction)
 the mean and sample std over seeds, in
 benchmarks/results/simclr_fashion_mnist[_long].json after every seed.
@@ -15,7 +15,6 @@ benchmarks/results/simclr_fashion_mnist[_long].json after every seed.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import statistics
@@ -31,17 +30,6 @@ _PRETRAIN = flags.DEFINE_string(
   "pretrain", "", "Argument of fashion_mnist_simclr.py: '' or 'long'."
 )
 _WORKDIRS = pathlib.Path(__file__).resolve().parent / "workdirs"
-
-
-def _last_monitor(workdir: str) -> dict:
-  """The newest test-split record of a SimCLR workdir's metrics.jsonl."""
-  last = {}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      record = json.loads(line)
-      if record.get("split") == "test":
-        last = record
-  return last
 
 
 def aggregate(runs: list[dict]) -> list[dict]:
@@ -79,7 +67,7 @@ def main(argv):
       {
         "seed": seed,
         "summary": rows,
-        "pretraining_monitor": _last_monitor(pretrain_dir),
+        "pretraining_monitor": demo.last_monitor(pretrain_dir),
         "pipeline_seconds": seconds,
         "workdir": os.path.relpath(workdir),
       }
@@ -90,7 +78,7 @@ def main(argv):
       "runs": runs,
       "aggregate": aggregate(runs),
       "method": (
-        "jvision.demo.run_demo per seed (pretraining, then 6 classifiers), "
+        "jvision.demo.run_demo per seed (pretraining, then 8 classifiers), "
         "test accuracy on the full 10,000-image test split; std is the "
         "sample standard deviation over seeds; pipeline_seconds is the wall "
         "time of a seed's whole pipeline (shorter where finished runs were "

@@ -1,17 +1,22 @@
 """`jvision demo`: the whole pipeline on the embedded default, Fashion-MNIST.
 
+SimCLRv2's path (pretrain, fine-tune, distil) beside the baselines:
+
 1. SimCLR pretraining on the 60,000 training images without their labels
    (experiments/fashion_mnist_simclr.py).
 2. For 1% and 10% of the labels (a class-balanced, seeded subset): a linear
-   probe and a fine-tune of the pretrained network, and the same network
-   trained from scratch on the same labels
-   (experiments/fashion_mnist_finetune.py: linear, finetune, scratch).
+   probe and a fine-tune of the pretrained network
+   (experiments/fashion_mnist_finetune.py: linear, finetune); the fine-tuned
+   network distilled into a student on all 60,000 training images without
+   their labels (experiments/fashion_mnist_distill.py); and the same network
+   trained from scratch on the same labels (fashion_mnist_finetune.py:
+   scratch).
 3. Every classifier is evaluated on the 10,000 test images (DIR/<run>/eval/).
 
 It prints a comparison table and writes DIR/summary.json, a list of
-{"method": "simclr_linear" | "simclr_finetune" | "supervised",
- "label_fraction": 0.01, "test_accuracy": 0.0} (one per run), and
-DIR/summary.png. Each run lives in its own sub-workdir and resumes from its
+{"method": "simclr_linear" | "simclr_finetune" | "simclr_distill" |
+ "supervised", "label_fraction": 0.01, "test_accuracy": 0.0} (one per run),
+and DIR/summary.png. Each run lives in its own sub-workdir and resumes from its
 checkpoints, so an interrupted demo continues where it stopped.
 """
 
@@ -23,18 +28,41 @@ import os
 import time
 
 import jvision
-from jvision import configs_io, train
+from jvision import checkpoint, configs_io, train
 from jvision.evaluate import plots
 from jvision.evaluate import run as evaluate_run
 
 PRETRAIN_CONFIG = "fashion_mnist_simclr.py"
-DOWNSTREAM_CONFIG = "fashion_mnist_finetune.py"
 LABEL_FRACTIONS = (0.01, 0.1)
-# summary.json's method name -> the downstream config's mode.
+PRETRAINED = "simclr"  # the pretraining's sub-workdir
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """How the demo trains one of its methods.
+
+  Attributes:
+    config: the recipe in experiments/.
+    mode: its first argument word ("" for none).
+    starts_from: the method whose workdir this one starts from (its
+      `init_from`, or its distillation teacher): PRETRAINED, another
+      method's name, or "" (from scratch).
+  """
+
+  config: str
+  mode: str
+  starts_from: str
+
+
+# summary.json's method names, in the order the demo trains them per label
+# fraction (a method after the one it starts from).
 METHODS = {
-  "simclr_linear": "linear",
-  "simclr_finetune": "finetune",
-  "supervised": "scratch",
+  "simclr_linear": Method("fashion_mnist_finetune.py", "linear", PRETRAINED),
+  "simclr_finetune": Method(
+    "fashion_mnist_finetune.py", "finetune", PRETRAINED
+  ),
+  "simclr_distill": Method("fashion_mnist_distill.py", "", "simclr_finetune"),
+  "supervised": Method("fashion_mnist_finetune.py", "scratch", ""),
 }
 
 
@@ -46,6 +74,7 @@ class DemoRun:
   label_fraction: float
   config_spec: str  # experiments/FILE.py:ARG
   workdir: str
+  source: str  # the workdir it starts from ("" for none)
 
 
 def experiments_dir() -> str:
@@ -67,22 +96,45 @@ def fraction_tag(fraction: float) -> str:
   return f"{fraction * 100:g}pct".replace(".", "p")
 
 
+def _run_dir(workdir: str, method: str, fraction: float) -> str:
+  if method == PRETRAINED:
+    return os.path.join(workdir, PRETRAINED)
+  return os.path.join(workdir, f"{method}_{fraction_tag(fraction)}")
+
+
 def plan_runs(
   workdir: str, fractions=LABEL_FRACTIONS, extra_arg: str = ""
 ) -> list[DemoRun]:
   """The downstream runs, in the order the demo trains them."""
-  base = os.path.join(experiments_dir(), DOWNSTREAM_CONFIG)
   suffix = f",{extra_arg}" if extra_arg else ""
-  return [
-    DemoRun(
-      method=method,
-      label_fraction=fraction,
-      config_spec=f"{base}:{mode},{fraction}{suffix}",
-      workdir=os.path.join(workdir, f"{method}_{fraction_tag(fraction)}"),
-    )
-    for fraction in fractions
-    for method, mode in METHODS.items()
-  ]
+  runs = []
+  for fraction in fractions:
+    for name, method in METHODS.items():
+      words = ",".join(w for w in (method.mode, f"{fraction}") if w)
+      runs.append(
+        DemoRun(
+          method=name,
+          label_fraction=fraction,
+          config_spec=(
+            f"{os.path.join(experiments_dir(), method.config)}:{words}{suffix}"
+          ),
+          workdir=_run_dir(workdir, name, fraction),
+          source=(
+            _run_dir(workdir, method.starts_from, fraction)
+            if method.starts_from
+            else ""
+          ),
+        )
+      )
+  return runs
+
+
+def _start_from(config, source: str):
+  """Points a downstream config at the workdir it starts from."""
+  if config.trainer == "finetune":
+    config.init_from = source
+  elif config.trainer == "distill":
+    config.distill.teacher = source
 
 
 def format_table(rows: list[dict]) -> str:
@@ -105,6 +157,44 @@ def format_table(rows: list[dict]) -> str:
 
 def _train(config, workdir: str) -> dict:
   return train.get_trainer(config.trainer)(config, workdir)
+
+
+def _trained(config, workdir: str) -> bool:
+  """Whether `workdir` holds a checkpoint at `config.num_train_steps`."""
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    return False
+  latest = checkpoint.Checkpointer(directory).latest_step()
+  return latest == config.num_train_steps
+
+
+def _test_report(config, workdir: str) -> dict | None:
+  """DIR/eval/metrics.json when it is the test split at the run's last
+  step (a finished run's evaluation, reused on a rerun); else None."""
+  path = os.path.join(workdir, "eval", "metrics.json")
+  if not os.path.isfile(path) or not _trained(config, workdir):
+    return None
+  with open(path) as f:
+    report = json.load(f)
+  done = report.get("split") == "test"
+  return (
+    report if done and report.get("step") == config.num_train_steps else None
+  )
+
+
+def last_monitor(workdir: str) -> dict:
+  """The newest test-split record of a SimCLR workdir's metrics.jsonl (its
+  kNN and probe monitors); {} before the first."""
+  last = {}
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.isfile(path):
+    return last
+  with open(path) as f:
+    for line in f:
+      record = json.loads(line)
+      if record.get("split") == "test":
+        last = record
+  return last
 
 
 def run_demo(
@@ -130,7 +220,7 @@ def run_demo(
     The rows of DIR/summary.json.
   """
   start = time.perf_counter()
-  pretrain_dir = os.path.join(workdir, "simclr")
+  pretrain_dir = os.path.join(workdir, PRETRAINED)
   runs = plan_runs(workdir, fractions, downstream_arg)
   total = 1 + len(runs)
   spec = os.path.join(experiments_dir(), PRETRAIN_CONFIG)
@@ -147,21 +237,32 @@ def run_demo(
     f"-> {pretrain_dir}",
     flush=True,
   )
-  pretrained = _train(config, pretrain_dir)
-  print(f"  monitors at the end of pretraining: {pretrained['eval']}")
+  if _trained(config, pretrain_dir):
+    print("  already trained", flush=True)
+  else:
+    _train(config, pretrain_dir)
+  monitors = {
+    k: round(v, 4)
+    for k, v in last_monitor(pretrain_dir).items()
+    if isinstance(v, float)
+  }
+  print(f"  monitors at the end of pretraining: {monitors}", flush=True)
   rows = []
   for index, run in enumerate(runs, start=2):
     config = configs_io.load_config_file(run.config_spec)
     config.seed = seed
-    if config.trainer == "finetune":
-      config.init_from = pretrain_dir
+    _start_from(config, run.source)
     print(
       f"[{index}/{total}] {run.method} on {run.label_fraction:.0%} of the "
       f"labels: {config.num_train_steps} steps -> {run.workdir}",
       flush=True,
     )
-    _train(config, run.workdir)
-    report = evaluate_run.evaluate_workdir(run.workdir, "test")
+    report = _test_report(config, run.workdir)
+    if report is None:
+      _train(config, run.workdir)
+      report = evaluate_run.evaluate_workdir(run.workdir, "test")
+    else:
+      print("  already trained and evaluated", flush=True)
     rows.append(
       {
         "method": run.method,

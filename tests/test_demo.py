@@ -21,13 +21,22 @@ def test_plan_runs_pairs_every_method_with_every_fraction(tmp_path):
   assert [(r.method, r.label_fraction) for r in runs] == [
     ("simclr_linear", 0.01),
     ("simclr_finetune", 0.01),
+    ("simclr_distill", 0.01),
     ("supervised", 0.01),
     ("simclr_linear", 0.1),
     ("simclr_finetune", 0.1),
+    ("simclr_distill", 0.1),
     ("supervised", 0.1),
   ]
   assert runs[0].config_spec.endswith("fashion_mnist_finetune.py:linear,0.01")
-  assert runs[5].workdir == str(tmp_path / "supervised_10pct")
+  assert runs[0].source == str(tmp_path / "simclr")
+  # The distilled student's teacher is the fine-tune at the same fraction.
+  assert runs[6].config_spec.endswith("fashion_mnist_distill.py:0.1")
+  assert runs[6].source == str(tmp_path / "simclr_finetune_10pct")
+  assert runs[7].workdir == str(tmp_path / "supervised_10pct")
+  assert runs[7].source == ""
+  runlocal = demo.plan_runs(str(tmp_path), (0.1,), "runlocal")
+  assert runlocal[2].config_spec.endswith("distill.py:0.1,runlocal")
 
 
 def test_format_table():
@@ -67,6 +76,7 @@ def test_demo_pipeline_writes_summary_and_resumes(tmp_path, capsys):
   assert [r["method"] for r in summary] == [
     "simclr_linear",
     "simclr_finetune",
+    "simclr_distill",
     "supervised",
   ]
   for row in summary:
@@ -80,12 +90,22 @@ def test_demo_pipeline_writes_summary_and_resumes(tmp_path, capsys):
   for run in (
     "simclr_linear_10pct",
     "simclr_finetune_10pct",
+    "simclr_distill_10pct",
     "supervised_10pct",
   ):
     assert (tmp_path / "demo" / run / "eval" / "metrics.json").is_file()
   out = capsys.readouterr().out
-  assert "[1/4] SimCLR pretraining" in out
+  assert "[1/5] SimCLR pretraining" in out
   assert "10% (6000)" in out
-  # A second demo in the same workdir resumes every run: same numbers.
+  assert "monitors at the end of pretraining: {" in out
+  assert "knn" in out.split("monitors at the end of pretraining:")[1]
+  # A second demo in the same workdir finds every run finished: the same
+  # numbers, nothing trained or evaluated again.
   again = demo.run_demo(workdir, **kwargs)
   assert again == rows
+  out = capsys.readouterr().out
+  assert out.count("already trained and evaluated") == 4
+  # A run whose evaluation is missing is evaluated again, not retrained.
+  (tmp_path / "demo" / "supervised_10pct" / "eval" / "metrics.json").unlink()
+  assert demo.run_demo(workdir, **kwargs) == rows
+  assert capsys.readouterr().out.count("already trained and evaluated") == 3
