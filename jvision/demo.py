@@ -260,7 +260,9 @@ def run_demo(
     report = _test_report(config, run.workdir)
     if report is None:
       _train(config, run.workdir)
-      report = evaluate_run.evaluate_workdir(run.workdir, "test")
+      report = evaluate_run.evaluate_workdir(
+        run.workdir, "test", embedding_map=False
+      )
     else:
       print("  already trained and evaluated", flush=True)
     rows.append(

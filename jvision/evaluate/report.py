@@ -540,7 +540,11 @@ def _curves_section(results: EvalResults) -> str:
 
 def _map_section(results: EvalResults, names: list[str]) -> str:
   if results.map_xy is None or results.map_indices is None:
-    return _section("map", "<p class='muted'>Not computed.</p>")
+    return _section(
+      "map",
+      "<p class='muted'>Not computed (`jvision demo` leaves it out; "
+      "`jvision eval --workdir=DIR` draws it).</p>",
+    )
   labels = results.labels[results.map_indices]
   uri = _figure_uri(embedding_figure(results.map_xy, labels, names))
   note = (

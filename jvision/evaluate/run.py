@@ -61,12 +61,20 @@ def _check_class_count(workdir: str, record: dict, dataset, spec) -> None:
 
 
 def evaluate_workdir(
-  workdir: str, split: str = "test", tta: str | None = None
+  workdir: str,
+  split: str = "test",
+  tta: str | None = None,
+  *,
+  embedding_map: bool = True,
 ) -> dict:
   """Evaluates the newest checkpoint of `workdir` on `split`; writes reports.
 
   `tta` is the test-time augmentation (`augment.tta_logits`'s mode); None:
   the run's own `config.eval_tta` ("none" for runs that predate it).
+  `embedding_map` False leaves the t-SNE map out of the report: it is most
+  of an evaluation's time on small data (about 40 s of scikit-learn's
+  Barnes-Hut t-SNE for 2,000 points on 2 cores), which `jvision demo`
+  spends on training instead.
 
   Returns:
     The metrics dict written to DIR/eval/metrics.json.
@@ -110,14 +118,16 @@ def evaluate_workdir(
     if records:
       figures["training_curves"] = os.path.join(out, "training_curves.png")
       plots.plot_training_curves(records, figures["training_curves"])
-  tic = time.perf_counter()
-  sample = report_lib.stratified_sample(
-    dataset.labels, report_lib.MAX_MAP_POINTS, config.seed
-  )
-  sampled = data.take(sample) if streamed else dataset.images[sample]
-  features = runner.embeddings(sampled)  # [S, F]
-  map_xy = report_lib.embedding_map(features, config.seed)
-  timings["embeddings and t-SNE"] = time.perf_counter() - tic
+  sample, map_xy = None, None
+  if embedding_map:
+    tic = time.perf_counter()
+    sample = report_lib.stratified_sample(
+      dataset.labels, report_lib.MAX_MAP_POINTS, config.seed
+    )
+    sampled = data.take(sample) if streamed else dataset.images[sample]
+    features = runner.embeddings(sampled)  # [S, F]
+    map_xy = report_lib.embedding_map(features, config.seed)
+    timings["embeddings and t-SNE"] = time.perf_counter() - tic
   results = report_lib.EvalResults(
     metrics=report,
     labels=np.asarray(dataset.labels),

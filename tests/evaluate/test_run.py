@@ -22,6 +22,20 @@ def test_eval_writes_metrics_and_plots(trained_workdir):
   assert (out / "training_curves.png").stat().st_size > 10_000
 
 
+def test_eval_without_the_embedding_map_says_so(trained_workdir, tmp_path):
+  import shutil
+
+  workdir = tmp_path / "copy"
+  shutil.copytree(trained_workdir, workdir)
+  report = evaluate_run.evaluate_workdir(
+    str(workdir), "test", embedding_map=False
+  )
+  html = (workdir / "eval" / "report.html").read_text()
+  assert "Not computed (`jvision demo` leaves it out" in html
+  assert "t-SNE (scikit-learn" not in html
+  assert report["num_examples"] == 200
+
+
 def test_eval_of_a_non_workdir_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="not a jvision workdir"):
     evaluate_run.evaluate_workdir(str(tmp_path), "test")
