@@ -223,8 +223,10 @@ def distill_config() -> ml_collections.ConfigDict:
   without their labels. With `distill.label_weight` = a > 0 the loss is
   (1 - a) x distillation + a x cross-entropy on the labelled examples:
   those of the seeded, class-balanced `data.label_fraction` (the subset a
-  fine-tuned teacher with the same fraction and seed saw). Unset data.mean
-  and data.std take the teacher's preprocessing.
+  fine-tuned teacher with the same fraction and seed saw). With
+  `distill.init_student` the student starts from the teacher's weights
+  (same model). Unset data.mean and data.std take the teacher's
+  preprocessing.
   """
   config = supervised_config()
   config.trainer = "distill"
@@ -233,6 +235,9 @@ def distill_config() -> ml_collections.ConfigDict:
       "teacher": config_dict.placeholder(str),  # a classifier workdir
       "temperature": 1.0,  # SimCLRv2's choice on ImageNet
       "label_weight": 0.0,  # 0: the teacher's soft labels alone
+      # Start the student from the teacher's weights (self-distillation:
+      # the same model section) instead of random ones.
+      "init_student": False,
       # The teacher's checkpoint step, set at start and recorded so that a
       # resume after the teacher changed is refused; None: its newest.
       "teacher_step": config_dict.placeholder(int),

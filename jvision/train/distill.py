@@ -9,7 +9,9 @@ except with `distill.label_weight` = a > 0, when the loss is
 (1 - a) x distillation + a x cross-entropy on the examples of the seeded,
 class-balanced `data.label_fraction` (`subsets.label_subset`, the subset a
 teacher fine-tuned with that fraction and seed saw); the others count as
-unlabelled.
+unlabelled. With `distill.init_student` the student starts from the
+teacher's weights (self-distillation; the same `model` section) instead of
+random ones.
 
 Teacher and student see the same augmented view of each image. The
 teacher's variables are constants of the compiled step (placed on every
@@ -176,6 +178,43 @@ def load_teacher(workdir: str, *, dtype):
   return module, variables, trained
 
 
+def with_student_from_teacher(
+  config: ml_collections.ConfigDict, teacher_model
+) -> ml_collections.ConfigDict:
+  """`config` whose student starts from the teacher's weights
+  (`distill.init_student`): the student's `model` section must be the
+  teacher's, except `model.proj_hidden_dims`, which it takes from the
+  teacher (a fine-tune that kept projection-head layers). `config` itself
+  when `init_student` is off.
+
+  Raises:
+    ValueError: naming the model keys where the two differ.
+  """
+  if not config.distill.get("init_student", False):
+    return config
+  key = models.PROJ_HIDDEN_DIMS
+  mine = {k: v for k, v in config.model.to_dict().items() if k != key}
+  theirs = {k: v for k, v in teacher_model.to_dict().items() if k != key}
+  differ = sorted(
+    k
+    for k in set(mine) | set(theirs)
+    if _normalised(mine.get(k)) != _normalised(theirs.get(k))
+  )
+  if differ:
+    raise ValueError(
+      "config.distill.init_student starts the student from the teacher's "
+      f"weights, but config.model differs from the teacher's in {differ}: "
+      + ", ".join(f"{k}={mine.get(k)!r} vs {theirs.get(k)!r}" for k in differ)
+    )
+  config = ml_collections.ConfigDict(config.to_dict())  # a private copy
+  config.model[key] = tuple(teacher_model.get(key) or ())
+  return config
+
+
+def _normalised(value):
+  return tuple(value) if isinstance(value, list) else value
+
+
 def with_teacher_step(config, step: int) -> ml_collections.ConfigDict:
   """`config` with `distill.teacher_step` set to the teacher's newest
   checkpoint step: recorded in config.json, so that resuming after the
@@ -231,6 +270,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     teacher_dir, dtype=setup.model_dtype(config)
   )
   config = with_teacher_step(config, trained.step)
+  config = with_student_from_teacher(config, trained.config.model)
   config = finetune.with_pretrained_preprocessing(config, key="distill.teacher")
   run = setup.prepare_run(config, workdir, label_subset=False)
   config = run.config
@@ -244,7 +284,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   student = models.create_model(
     config.model.name, num_classes=len(class_names), **run.model_kwargs
   )
-  started = setup.start_state(run, student, workdir)
+  init_fn = None
+  if config.distill.get("init_student", False):
+    init_fn = finetune.make_init_fn(teacher_dir, with_head=True)
+  started = setup.start_state(run, student, workdir, init_fn=init_fn)
   logging.info(
     "distilling %s (%s) into %s; temperature %s, label weight %s",
     trained.describe(),

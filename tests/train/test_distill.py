@@ -120,3 +120,31 @@ def test_labels_are_hidden_unless_weighted():
   keep = subsets.label_subset(labels, 0.2, seed=config.seed)
   np.testing.assert_array_equal(np.flatnonzero(shown >= 0), keep)
   np.testing.assert_array_equal(shown[keep], labels[keep])
+
+
+def test_init_student_starts_from_the_teachers_weights(
+  trained_workdir, tmp_path
+):
+  config = _config(
+    trained_workdir,
+    num_train_steps=2,
+    **{"data.mean": None, "data.std": None},
+  )
+  config.distill.init_student = True
+  config.optimizer.learning_rate = 0.0  # nothing moves: the start is kept
+  config.optimizer.weight_decay = 0.0
+  result = distill.train_and_evaluate(config, str(tmp_path / "self"))
+  assert result["source"].startswith(f"init_from {trained_workdir}")
+  student, teacher = _params(tmp_path / "self"), _params(trained_workdir)
+  assert jax.tree.structure(student) == jax.tree.structure(teacher)
+  for a, b in zip(
+    jax.tree.leaves(student), jax.tree.leaves(teacher), strict=True
+  ):
+    np.testing.assert_array_equal(a, b)
+  # Another student model cannot start from the teacher's weights.
+  config = _config(trained_workdir, **{"model.name": "resnet_tiny"})
+  config.distill.init_student = True
+  with pytest.raises(
+    ValueError, match=r"differs from the teacher's in \['name'"
+  ):
+    distill.train_and_evaluate(config, str(tmp_path / "other"))
