@@ -7,15 +7,19 @@ The argument is `MODE[,FRACTION][,runlocal]`:
   linear    a linear probe: a new 10-way head on the frozen backbone of
             `config.init_from` (batch norm in inference mode).
   finetune  the whole pretrained network trains, the backbone at a tenth of
-            the head's learning rate.
+            the head's learning rate; it keeps the first layer of the SimCLR
+            projection head (SimCLRv2's fine-tuning from the head's middle,
+            `finetune.proj_layers` 1; set it to 0 for an init_from that is
+            not a SimCLR run).
   scratch   the same network trained from random weights with the
             supervised trainer on the same labels: the baseline that
             pretraining has to beat.
 FRACTION (default 0.01) is `data.label_fraction`: the class-balanced, seeded
 subset of the 60,000 training labels (0.01 is 600 images, 60 per class; the
 subset depends only on `seed`, so the three modes see the same images). The
-step count follows the number of labelled images: 40 epochs, at least 600
-steps, with one evaluation on the test split at the end. The backbone matches
+step count follows the number of labelled images: 20 epochs, at least 600
+steps (128 epochs of 1%'s 600 images), with one evaluation on the test
+split at the end. The backbone matches
 experiments/fashion_mnist_simclr.py; `jvision demo` runs all three modes at
 1% and 10% of the labels.
 """
@@ -24,6 +28,7 @@ from jvision.train import defaults
 
 MODES = ("linear", "finetune", "scratch")
 TRAIN_EXAMPLES = 60_000
+EPOCHS = 20  # passes over the labelled images (at least 600 steps)
 
 
 def _parse(arg: str | None) -> tuple[str, float, bool]:
@@ -49,6 +54,7 @@ def get_config(arg: str | None = None):
     config = defaults.finetune_config()
     config.finetune.mode = mode
     config.finetune.backbone_lr_scale = 0.1
+    config.finetune.proj_layers = 1 if mode == "finetune" else 0
   config.data.name = "fashion_mnist"
   config.data.mean = (0.286,)  # Fashion-MNIST train split, [0, 1] units
   config.data.std = (0.353,)
@@ -64,7 +70,7 @@ def get_config(arg: str | None = None):
   config.optimizer.learning_rate = 0.1 if mode == "linear" else 0.05
   config.optimizer.weight_decay = 0.0 if mode == "linear" else 5e-4
   labelled = int(round(TRAIN_EXAMPLES * fraction))
-  steps = max(600, 40 * labelled // config.batch_size)
+  steps = max(600, EPOCHS * labelled // config.batch_size)
   config.num_train_steps = steps
   config.optimizer.warmup_steps = steps // 20
   config.log_every_steps = max(1, steps // 20)

@@ -65,8 +65,23 @@ def test_finetune_recipe_modes(arg, trainer, mode, fraction):
   assert config.data.label_fraction == fraction
   if mode:
     assert config.finetune.mode == mode
-  # 40 epochs of the labelled images, at least 600 steps.
-  assert config.num_train_steps == max(600, 40 * int(60_000 * fraction) // 128)
+  # 20 epochs of the labelled images, at least 600 steps.
+  assert config.num_train_steps == max(600, 20 * int(60_000 * fraction) // 128)
+  # Only the fine-tune keeps a layer of the SimCLR projection head.
+  if config.trainer == "finetune":
+    assert config.finetune.proj_layers == (1 if mode == "finetune" else 0)
+
+
+def test_fashion_mnist_simclr_epochs():
+  steps_per_epoch = 60_000 // 256
+  assert _load("fashion_mnist_simclr").num_train_steps == 5 * steps_per_epoch
+  assert _load("fashion_mnist_simclr", "epochs=8").num_train_steps == (
+    8 * steps_per_epoch
+  )
+  long = _load("fashion_mnist_simclr", "long")
+  assert long.num_train_steps == 30 * steps_per_epoch
+  # The head the fine-tune keeps a layer of: SimCLRv2's three layers.
+  assert tuple(long.simclr.proj_hidden_dims) == (256, 256)
 
 
 @pytest.mark.parametrize(
@@ -79,7 +94,8 @@ def test_finetune_recipe_modes(arg, trainer, mode, fraction):
 )
 @pytest.mark.parametrize("arg", ["", "runlocal"])
 def test_downstream_backbone_matches_pretraining(pretrain, downstream, arg):
-  # init_from loads the pretrained backbone only if the model sections agree.
+  # init_from loads the pretrained backbone only if the model sections agree
+  # (a fine-tune's kept projection-head layers are added at run time).
   assert _load(pretrain, arg).model == _load(downstream, arg).model
 
 
