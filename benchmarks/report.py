@@ -347,6 +347,9 @@ def demo_rows(record: dict) -> list[str]:
     for r in record["summary"]
   )
   value = f"{record['wall_seconds'] / 60:.1f} min; {accuracies}"
+  peak = record.get("matmul_peak_gflops_float32", {}).get("xla")
+  if peak:
+    value += f" (XLA float32 matmul peak of the machine {peak:.0f} GFLOP/s)"
   return [_row("`jvision demo`", value, record)]
 
 
