@@ -85,6 +85,7 @@ def _shrunk(load):
   return load_small
 
 
+@pytest.mark.slow
 def test_demo_pipeline_writes_summary_and_resumes(
   tmp_path, capsys, monkeypatch
 ):
