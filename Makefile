@@ -19,7 +19,10 @@ endif
 STAMP = $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)-$(or $(ACCEL),cpu)
 PYTEST_ARGS ?=
 # Test processes (pytest-xdist, one file per process at a time so that a
-# module's compiled fixtures are built once); 2 matches CI's 2 cores.
+# module's compiled fixtures are built once); 2 matches CI's 2 cores. Files
+# are handed out in collection order, where tests/conftest.py puts the files
+# with `slow` tests first (xdist's own reorder, by test count, put them
+# last: one worker then ran them alone at the end).
 TEST_WORKERS ?= 2
 # The platform an ACCEL runs on: `make demo ACCEL=...` asks jvision for it,
 # so a runtime that cannot start is an error, not a demo on the CPU.
@@ -32,7 +35,8 @@ demo: setup data
 
 # CPU-only whatever ACCEL installed: the suite runs on 8 fake CPU devices.
 test: setup data
-	JAX_PLATFORMS=cpu $(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	JAX_PLATFORMS=cpu $(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile \
+	  --no-loadscope-reorder $(PYTEST_ARGS)
 
 setup: $(STAMP)
 

@@ -11,7 +11,27 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Keras (a test dependency: the import parity tests) on JAX, not TensorFlow.
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
+import atexit  # noqa: E402
 import pathlib  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+# One persistent XLA compilation cache for the whole session: XLA:CPU takes
+# 0.5-15 s to compile even an initializer's random.normal, and the tests
+# compile the same programs again and again (every model init, every
+# trainer a test starts as a subprocess, both xdist workers). The process
+# that loads this file first (pytest itself, before it starts its workers)
+# makes the folder; the workers and every subprocess inherit it through the
+# environment, and it goes away with that process. A size limit turns on
+# JAX's file lock around reads and writes, so that concurrent processes
+# never read an entry half written. The cached programs are the ones XLA
+# would compile again: the same numbers, bit for bit.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _XLA_CACHE = tempfile.mkdtemp(prefix="jvision-tests-xla-cache-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+  atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
 
 import pytest  # noqa: E402
 from helpers import (  # noqa: E402
@@ -19,6 +39,18 @@ from helpers import (  # noqa: E402
   tiny_config,
   tiny_simclr_config,
 )
+
+
+def pytest_collection_modifyitems(config, items):
+  """Puts the files that hold `slow` tests first (in their own order).
+
+  xdist hands out whole files in collection order (--dist loadfile): a
+  long file started last would keep one worker busy after the other ran
+  out of files.
+  """
+  del config  # unused
+  slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+  items.sort(key=lambda item: item.path not in slow_files)
 
 
 @pytest.fixture(scope="session")

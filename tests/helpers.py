@@ -169,16 +169,41 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
+def cpu_env(devices: int = 1) -> dict:
+  """os.environ for a subprocess that runs this checkout's jvision on
+  `devices` CPU devices (1, a user's machine, unless a test needs more)."""
+  flags = f"--xla_force_host_platform_device_count={devices}"
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  env["XLA_FLAGS"] = flags if devices > 1 else ""
+  env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+  return env
+
+
+def train_process(config, workdir, *extra, devices: int = 1):
+  """`python -m jvision.cli train --config=CONFIG --workdir=WORKDIR EXTRA`
+  started as a real process (for tests of signals, locks and multi-process
+  JAX) on `devices` CPU devices: one unless the test is about more, as 8
+  forced host devices on a busy 2-core machine can stall XLA's collectives;
+  the Popen, text pipes."""
+  return subprocess.Popen(
+    [sys.executable, "-m", "jvision.cli", "train"]
+    + [f"--config={config}", f"--workdir={workdir}", *extra],
+    cwd=REPO,
+    env=cpu_env(devices),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+
+
 def run_cli(*args, cwd=REPO, timeout: int = 600):
   """`python -m jvision.cli ARGS` as a user runs it: one CPU device, this
   checkout's jvision first on the path; the CompletedProcess (text)."""
-  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
-  env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
   return subprocess.run(
     [sys.executable, "-m", "jvision.cli", *args],
     capture_output=True,
     text=True,
     cwd=cwd,
-    env=env,
+    env=cpu_env(),
     timeout=timeout,
   )

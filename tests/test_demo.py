@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jvision import demo
+from jvision import configs_io, demo
 from jvision.evaluate import plots
 
 
@@ -62,8 +62,36 @@ def test_plot_label_efficiency(tmp_path):
     plots.plot_label_efficiency([{"method": "a"}], tmp_path / "x.png")
 
 
+SMALL_STEPS = 16
+
+
+def _shrunk(load):
+  """`configs_io.load_config_file` whose recipes run SMALL_STEPS steps of
+  32 images on 20 images per class: the demo's own recipes and models
+  (runlocal takes minutes on 2 cores), small enough for a test."""
+
+  def load_small(spec):
+    config = load(spec)
+    config.num_train_steps = SMALL_STEPS
+    config.eval_every_steps = SMALL_STEPS
+    config.checkpoint_every_steps = SMALL_STEPS // 2
+    config.log_every_steps = SMALL_STEPS // 2
+    config.optimizer.warmup_steps = 1
+    config.batch_size = 32
+    config.eval_batch_size = 64
+    config.data.max_per_class = 20
+    return config
+
+  return load_small
+
+
 @pytest.mark.slow
-def test_demo_pipeline_writes_summary_and_resumes(tmp_path, capsys):
+def test_demo_pipeline_writes_summary_and_resumes(
+  tmp_path, capsys, monkeypatch
+):
+  monkeypatch.setattr(
+    configs_io, "load_config_file", _shrunk(configs_io.load_config_file)
+  )
   workdir = str(tmp_path / "demo")
   kwargs = {
     "pretrain_arg": "runlocal",
@@ -87,13 +115,21 @@ def test_demo_pipeline_writes_summary_and_resumes(tmp_path, capsys):
   assert np.mean([r["test_accuracy"] for r in summary]) > 0.15
   assert (tmp_path / "demo" / "summary.png").is_file()
   assert (tmp_path / "demo" / "simclr" / "augmentations.png").is_file()
-  for run in (
-    "simclr_linear_10pct",
-    "simclr_finetune_10pct",
-    "simclr_distill_10pct",
-    "supervised_10pct",
+  # Each row is its run's own evaluation of the test split.
+  for row, run in zip(
+    summary,
+    (
+      "simclr_linear_10pct",
+      "simclr_finetune_10pct",
+      "simclr_distill_10pct",
+      "supervised_10pct",
+    ),
+    strict=True,
   ):
-    assert (tmp_path / "demo" / run / "eval" / "metrics.json").is_file()
+    path = tmp_path / "demo" / run / "eval" / "metrics.json"
+    report = json.loads(path.read_text())
+    assert report["split"] == "test" and report["step"] == SMALL_STEPS
+    assert row["test_accuracy"] == report["accuracy"]
   out = capsys.readouterr().out
   assert "[1/5] SimCLR pretraining" in out
   assert "10% (6000)" in out

@@ -1,15 +1,12 @@
 """Real multi-process JAX: 2 local processes x 4 CPU devices (gloo)."""
 
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import jax
 import numpy as np
 import pytest
-from helpers import REPO, free_port, write_photo_folder
+from helpers import REPO, free_port, train_process, write_photo_folder
 
 from jvision import checkpoint
 
@@ -20,38 +17,24 @@ from helpers import tiny_config
 
 
 def get_config(arg=None):
+  # ARG "cnn" or "long" (a run to kill mid-way): the tiny CNN, for tests
+  # of the data and the processes; without ARG a ResNet, whose batch norm
+  # statistics are synchronised across the processes.
   steps = 2000 if arg == "long" else 3
+  model = "resnet_tiny" if arg is None else "cnn"
   return tiny_config(
     num_train_steps=steps,
     eval_every_steps=steps,
     checkpoint_every_steps=steps,
     log_every_steps=2,
-    **{{"model.name": "resnet_tiny", "optimizer.schedule": "constant"}},
+    **{{"model.name": model, "optimizer.schedule": "constant"}},
   )
 """
 
 
 def _train(config, workdir, devices, *extra):
-  env = {
-    **os.environ,
-    "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-  }
-  return subprocess.Popen(
-    [
-      sys.executable,
-      "-m",
-      "jvision.cli",
-      "train",
-      f"--config={config}",
-      f"--workdir={workdir}",
-      "--config.progress_bar=False",
-      *extra,
-    ],
-    cwd=REPO,
-    env=env,
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-    text=True,
+  return train_process(
+    config, workdir, "--config.progress_bar=False", *extra, devices=devices
   )
 
 
@@ -121,11 +104,12 @@ def test_streamed_two_processes_equal_one(config_file, tmp_path):
     "--config.data.loading=stream",
     "--config.data.workers=0",
   )
-  single = _train(config_file, tmp_path / "one", 8, *streamed)
+  config = f"{config_file}:cnn"
+  single = _train(config, tmp_path / "one", 8, *streamed)
   _, err = single.communicate(timeout=600)
   assert single.returncode == 0, err[-3000:]
   assert "data loading: stream" in err
-  processes = _two_processes(config_file, tmp_path / "two", *streamed)
+  processes = _two_processes(config, tmp_path / "two", *streamed)
   outputs = [p.communicate(timeout=600) for p in processes]
   for p, (_, err) in zip(processes, outputs, strict=True):
     assert p.returncode == 0, err[-3000:]

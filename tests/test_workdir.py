@@ -20,7 +20,7 @@ import sys
 import time
 
 import pytest
-from helpers import REPO, free_port
+from helpers import REPO, cpu_env, free_port, train_process
 
 from jvision import checkpoint, workdir
 from jvision.train import defaults
@@ -36,17 +36,13 @@ with workdir.hold_lock(sys.argv[1]):
 """
 
 
-def _env():
-  return {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
-
-
 @pytest.fixture
 def holder(tmp_path):
   """A live process holding the lock of tmp_path / "wd"; killed at the end."""
   process = subprocess.Popen(
     [sys.executable, "-c", HOLDER, str(tmp_path / "wd")],
     cwd=REPO,
-    env=_env(),
+    env=cpu_env(),
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
     text=True,
@@ -277,25 +273,6 @@ def get_config():
 """
 
 
-def _train(config, wd, *extra):
-  return subprocess.Popen(
-    [
-      sys.executable,
-      "-m",
-      "jvision.cli",
-      "train",
-      f"--config={config}",
-      f"--workdir={wd}",
-      *extra,
-    ],
-    cwd=REPO,
-    env=_env(),
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-    text=True,
-  )
-
-
 def _wait_for(ready, process, timeout=300):
   deadline = time.monotonic() + timeout
   while time.monotonic() < deadline:
@@ -329,12 +306,12 @@ def test_a_second_trainer_is_refused_and_a_killed_ones_lock_taken_over(
   config = tmp_path / "config.py"
   config.write_text(TRAIN_CONFIG)
   wd = tmp_path / "wd"
-  first = _train(config, wd)
+  first = train_process(config, wd)
   try:
     _wait_for((wd / "config.json").exists, first)  # it holds the lock
     record, recorded = _record(wd), (wd / "config.json").read_bytes()
     assert record["pid"] == first.pid
-    second = _train(config, wd)
+    second = train_process(config, wd)
     out, err = second.communicate(timeout=300)
     assert second.returncode == 1, err[-3000:]
     holder = f"pid {first.pid} on host {HOST} since {record['since']}"
@@ -348,7 +325,7 @@ def test_a_second_trainer_is_refused_and_a_killed_ones_lock_taken_over(
     first.communicate()
   _logged_once(wd)  # the refused trainer logged nothing
   latest = checkpoint.Checkpointer(str(wd / "checkpoints")).latest_step()
-  third = _train(config, wd, f"--config.num_train_steps={latest + 3}")
+  third = train_process(config, wd, f"--config.num_train_steps={latest + 3}")
   out, err = third.communicate(timeout=300)
   assert third.returncode == 0, err[-3000:]
   assert f"taking over the lock left by pid {first.pid} on host {HOST}" in err
@@ -363,7 +340,7 @@ def test_a_multihost_run_is_refused_as_one(tmp_path, holder):
   config.write_text(TRAIN_CONFIG)
   port = free_port()
   processes = [
-    _train(
+    train_process(
       config,
       tmp_path / "wd",
       f"--coordinator_address=127.0.0.1:{port}",

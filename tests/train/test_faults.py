@@ -2,14 +2,12 @@
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import jax
 import numpy as np
 import pytest
-from helpers import REPO
+from helpers import REPO, train_process
 
 from jvision import checkpoint
 
@@ -30,27 +28,6 @@ def get_config():
     **{{"optimizer.learning_rate": 0.02}},
   )
 """
-
-
-def _start(config_path, workdir):
-  # One CPU device: these tests are about signals and resumption, and 8
-  # forced host devices on a busy 2-core machine can stall XLA's collectives.
-  env = {**os.environ, "XLA_FLAGS": ""}
-  return subprocess.Popen(
-    [
-      sys.executable,
-      "-m",
-      "jvision.cli",
-      "train",
-      f"--config={config_path}",
-      f"--workdir={workdir}",
-    ],
-    cwd=REPO,
-    env=env,
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-    text=True,
-  )
 
 
 def _wait_for_checkpoint(workdir, process, timeout=120):
@@ -82,7 +59,7 @@ def runs(tmp_path_factory):
   root = tmp_path_factory.mktemp("faults")
   config = root / "config.py"
   config.write_text(CONFIG)
-  whole = _start(config, root / "whole")
+  whole = train_process(config, root / "whole")
   out, err = whole.communicate(timeout=600)
   assert whole.returncode == 0, err[:3000]
   return root, config, _final(root / "whole")
@@ -92,13 +69,13 @@ def runs(tmp_path_factory):
 def test_sigkill_then_same_command_is_bit_identical(runs):
   root, config, expected = runs
   workdir = root / "killed"
-  process = _start(config, workdir)
+  process = train_process(config, workdir)
   _wait_for_checkpoint(workdir, process)
   time.sleep(0.3)  # somewhere past the first checkpoint, maybe mid-save
   process.send_signal(signal.SIGKILL)
   process.communicate(timeout=60)
   assert process.returncode == -signal.SIGKILL
-  restarted = _start(config, workdir)
+  restarted = train_process(config, workdir)
   out, err = restarted.communicate(timeout=600)
   assert restarted.returncode == 0, err[-2000:]
   assert "from checkpoint step" in out
@@ -109,7 +86,7 @@ def test_sigkill_then_same_command_is_bit_identical(runs):
 def test_sigterm_saves_the_step_in_flight_and_resumes(runs):
   root, config, expected = runs
   workdir = root / "terminated"
-  process = _start(config, workdir)
+  process = train_process(config, workdir)
   _wait_for_checkpoint(workdir, process)
   time.sleep(0.2)
   process.send_signal(signal.SIGTERM)
@@ -120,7 +97,7 @@ def test_sigterm_saves_the_step_in_flight_and_resumes(runs):
   assert 0 < step < STEPS
   saved = checkpoint.Checkpointer(str(workdir / "checkpoints"))
   assert saved.latest_step() == step  # the step in flight, not only k*100
-  restarted = _start(config, workdir)
+  restarted = train_process(config, workdir)
   out, err = restarted.communicate(timeout=600)
   assert restarted.returncode == 0, err[-2000:]
   assert f"from checkpoint step {step}" in out

@@ -132,6 +132,7 @@ def _three_steps(build, form, num_devices):
   return losses, jax.device_get((state.params, state.batch_stats))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
   "build", [_supervised, _simclr, _distill], ids=["sup", "simclr", "distill"]
 )

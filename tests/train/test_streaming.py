@@ -4,16 +4,13 @@ automatic choice, and bit-identical resumption after SIGKILL with real
 worker processes."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import jax
 import numpy as np
 import pytest
-from helpers import REPO, tiny_config, write_photo_folder
+from helpers import REPO, tiny_config, train_process, write_photo_folder
 
 from jvision import checkpoint, configs_io
 from jvision import workdir as workdir_lib
@@ -145,19 +142,6 @@ def get_config():
 """
 
 
-def _start(config_path, workdir):
-  env = {**os.environ, "XLA_FLAGS": ""}  # one device, as test_faults.py
-  return subprocess.Popen(
-    [sys.executable, "-m", "jvision.cli", "train"]
-    + [f"--config={config_path}", f"--workdir={workdir}"],
-    cwd=REPO,
-    env=env,
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-    text=True,
-  )
-
-
 def _final(workdir):
   ckpt = checkpoint.Checkpointer(str(workdir / "checkpoints"))
   assert ckpt.latest_step() == STEPS
@@ -170,12 +154,12 @@ def test_streamed_run_killed_and_rerun_is_bit_identical(photos, tmp_path):
   config.write_text(
     CONFIG.format(tests=str(REPO / "tests"), photos=photos, steps=STEPS)
   )
-  whole = _start(config, tmp_path / "whole")
+  whole = train_process(config, tmp_path / "whole")
   _, err = whole.communicate(timeout=600)
   assert whole.returncode == 0, err[-3000:]
   assert "data feed: stream (2 worker process(es)" in err
   killed = tmp_path / "killed"
-  process = _start(config, killed)
+  process = train_process(config, killed)
   deadline = time.monotonic() + 300
   ckpts = killed / "checkpoints"
   while not (ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())):
@@ -185,7 +169,7 @@ def test_streamed_run_killed_and_rerun_is_bit_identical(photos, tmp_path):
   time.sleep(0.5)
   process.send_signal(signal.SIGKILL)
   process.communicate(timeout=60)
-  rerun = _start(config, killed)
+  rerun = train_process(config, killed)
   out, err = rerun.communicate(timeout=600)
   assert rerun.returncode == 0, err[-3000:]
   assert "from checkpoint step" in out + err
