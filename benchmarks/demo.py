@@ -9,9 +9,9 @@ demo's DIR/summary.json (test accuracy per method and label fraction) in
 benchmarks/results/demo.json, beside this machine's float32 matmul peak
 (GFLOP/s, best of 1024-2048 squares, measured just before the demo) so that
 demo times of different machines can be compared. With --workdir the demo
-runs there (it must not exist yet) and is kept, e.g. as seed 0 of
-benchmarks.simclr_fashion_mnist (benchmarks/workdirs/simclr_fashion_mnist/
-seed0).
+runs there (it must not exist yet) and is kept, e.g. as seed 0 (the
+demo's seed) of benchmarks.simclr_fashion_mnist
+(benchmarks/workdirs/simclr_fashion_mnist/seed0).
 """
 
 from __future__ import annotations

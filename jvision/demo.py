@@ -29,6 +29,7 @@ import time
 
 import jvision
 from jvision import checkpoint, configs_io, train
+from jvision import workdir as workdir_lib
 from jvision.evaluate import plots
 from jvision.evaluate import run as evaluate_run
 
@@ -159,10 +160,25 @@ def _train(config, workdir: str) -> dict:
   return train.get_trainer(config.trainer)(config, workdir)
 
 
+def _same_config(config, workdir: str) -> bool:
+  """Whether `workdir` records `config`'s run: every key `config` sets
+  (not None) has the recorded value; keys it leaves to the trainer (filled
+  in at start, e.g. `model.proj_hidden_dims`) are not compared."""
+  recorded = workdir_lib.flatten(workdir_lib.read_config(workdir).to_dict())
+  wanted = workdir_lib.flatten(config.to_dict())
+  return all(
+    json.dumps(recorded.get(key)) == json.dumps(value)
+    for key, value in wanted.items()
+    if value is not None
+  )
+
+
 def _trained(config, workdir: str) -> bool:
-  """Whether `workdir` holds a checkpoint at `config.num_train_steps`."""
+  """Whether `workdir` holds `config`'s run, checkpointed at
+  `config.num_train_steps` (another seed's run is not; the trainer then
+  refuses the workdir, naming the differences)."""
   directory = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(directory):
+  if not os.path.isdir(directory) or not _same_config(config, workdir):
     return False
   latest = checkpoint.Checkpointer(directory).latest_step()
   return latest == config.num_train_steps

@@ -145,3 +145,19 @@ def test_demo_pipeline_writes_summary_and_resumes(
   (tmp_path / "demo" / "supervised_10pct" / "eval" / "metrics.json").unlink()
   assert demo.run_demo(workdir, **kwargs) == rows
   assert capsys.readouterr().out.count("already trained and evaluated") == 3
+
+
+def test_a_run_of_another_seed_is_not_taken_as_finished(tmp_path):
+  from jvision import configs_io
+  from jvision import workdir as workdir_lib
+
+  spec = demo.plan_runs(str(tmp_path), (0.01,))[1].config_spec  # finetune
+  config = configs_io.load_config_file(spec)
+  config.init_from = str(tmp_path / "simclr")
+  recorded = configs_io.load_config_file(spec)
+  recorded.init_from = config.init_from
+  recorded.model.proj_hidden_dims = (256,)  # filled in by the trainer
+  workdir_lib.record(str(tmp_path / "run"), recorded)
+  assert demo._same_config(config, str(tmp_path / "run"))
+  config.seed = 2
+  assert not demo._same_config(config, str(tmp_path / "run"))
