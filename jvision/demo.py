@@ -162,14 +162,15 @@ def _train(config, workdir: str) -> dict:
 
 def _same_config(config, workdir: str) -> bool:
   """Whether `workdir` records `config`'s run: every key `config` sets
-  (not None) has the recorded value; keys it leaves to the trainer (filled
-  in at start, e.g. `model.proj_hidden_dims`) are not compared."""
+  has the recorded value; keys it leaves to the trainer (None or "auto",
+  resolved at start, e.g. `model.proj_hidden_dims`, `data.loading`) are
+  not compared."""
   recorded = workdir_lib.flatten(workdir_lib.read_config(workdir).to_dict())
   wanted = workdir_lib.flatten(config.to_dict())
   return all(
     json.dumps(recorded.get(key)) == json.dumps(value)
     for key, value in wanted.items()
-    if value is not None
+    if value is not None and value != "auto"
   )
 
 

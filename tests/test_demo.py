@@ -157,6 +157,7 @@ def test_a_run_of_another_seed_is_not_taken_as_finished(tmp_path):
   recorded = configs_io.load_config_file(spec)
   recorded.init_from = config.init_from
   recorded.model.proj_hidden_dims = (256,)  # filled in by the trainer
+  recorded.data.loading = "memory"  # resolved from "auto"
   workdir_lib.record(str(tmp_path / "run"), recorded)
   assert demo._same_config(config, str(tmp_path / "run"))
   config.seed = 2
