@@ -202,10 +202,13 @@ def _test_report(config, workdir: str) -> dict | None:
 def last_monitor(workdir: str) -> dict:
   """The newest test-split record of a SimCLR workdir's metrics.jsonl (its
   kNN and probe monitors); {} before the first."""
-  last = {}
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.isfile(path):
-    return last
+    return {}
+  tests = [
+    r for r in plots.read_metrics_jsonl(path) if r.get("split") == "test"
+  ]
+  return tests[-1] if tests else {}
   with open(path) as f:
     for line in f:
       record = json.loads(line)
