@@ -195,24 +195,17 @@ def with_student_from_teacher(
   key = models.PROJ_HIDDEN_DIMS
   mine = {k: v for k, v in config.model.to_dict().items() if k != key}
   theirs = {k: v for k, v in teacher_model.to_dict().items() if k != key}
-  differ = sorted(
-    k
-    for k in set(mine) | set(theirs)
-    if _normalised(mine.get(k)) != _normalised(theirs.get(k))
-  )
+  lines = workdir_lib.config_differences(theirs, mine)
+  differ = sorted(line.split(":")[0] for line in lines)
   if differ:
     raise ValueError(
       "config.distill.init_student starts the student from the teacher's "
       f"weights, but config.model differs from the teacher's in {differ}: "
-      + ", ".join(f"{k}={mine.get(k)!r} vs {theirs.get(k)!r}" for k in differ)
+      + "; ".join(f"teacher -> student {line}" for line in lines)
     )
   config = ml_collections.ConfigDict(config.to_dict())  # a private copy
   config.model[key] = tuple(teacher_model.get(key) or ())
   return config
-
-
-def _normalised(value):
-  return tuple(value) if isinstance(value, list) else value
 
 
 def with_teacher_step(config, step: int) -> ml_collections.ConfigDict:
