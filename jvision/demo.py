@@ -209,12 +209,6 @@ def last_monitor(workdir: str) -> dict:
     r for r in plots.read_metrics_jsonl(path) if r.get("split") == "test"
   ]
   return tests[-1] if tests else {}
-  with open(path) as f:
-    for line in f:
-      record = json.loads(line)
-      if record.get("split") == "test":
-        last = record
-  return last
 
 
 def run_demo(

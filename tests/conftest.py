@@ -1,12 +1,14 @@
 """Test set-up: 8 fake CPU devices, shared data paths, a tiny trained run.
 
-XLA_FLAGS must be set before jax is first imported, which is why this
-happens at the top of the root conftest.
+XLA_FLAGS (8 devices, and helpers.TEST_XLA_FLAGS) must be set before jax is
+first imported, which is why this happens at the top of the root conftest.
 """
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+from helpers import xla_flags  # stdlib only: jax is not imported yet
+
+os.environ.setdefault("XLA_FLAGS", xla_flags(devices=8))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Keras (a test dependency: the import parity tests) on JAX, not TensorFlow.
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -16,21 +18,25 @@ import pathlib  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
-# One persistent XLA compilation cache for the whole session: XLA:CPU takes
-# 0.5-15 s to compile even an initializer's random.normal, and the tests
-# compile the same programs again and again (every model init, every
-# trainer a test starts as a subprocess, both xdist workers). The process
-# that loads this file first (pytest itself, before it starts its workers)
-# makes the folder; the workers and every subprocess inherit it through the
-# environment, and it goes away with that process. A size limit turns on
-# JAX's file lock around reads and writes, so that concurrent processes
-# never read an entry half written. The cached programs are the ones XLA
-# would compile again: the same numbers, bit for bit.
+# One persistent XLA compilation cache for the whole session, for the
+# programs that take long to compile (a trainer's step, a model's init) and
+# that the tests compile again and again (every trainer a test starts as a
+# subprocess, both xdist workers). The process that loads this file first
+# (pytest itself, before it starts its workers) makes the folder; the
+# workers and every subprocess inherit it through the environment, and it
+# goes away with that process. A size limit turns on JAX's file lock around
+# reads and writes, so that concurrent processes never read an entry half
+# written. The cached programs are the ones XLA would compile again: the
+# same numbers, bit for bit. Only compiles of 0.5 s or more are kept: each
+# write lists and reads every entry under that lock (JAX's LRU eviction),
+# so caching the thousands of eager ops too made the suite slower, not
+# faster (tests/models/test_cnn.py and test_ntxent.py: 103 s with every
+# compile kept, 873 entries; 57 s with this threshold).
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   _XLA_CACHE = tempfile.mkdtemp(prefix="jvision-tests-xla-cache-")
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
   atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
 
 import pytest  # noqa: E402

@@ -9,6 +9,13 @@ import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# XLA:CPU's LLVM backend at -O0 in every test process: the suite's programs
+# are tiny, so compiling them is most of its time (a jax.random.normal
+# takes 2.0 s to compile at the default -O2 and 0.25 s at -O0 on the 2-core
+# CI machine; tests/train/test_parallel_forms.py and test_simclr.py run in
+# 164 s instead of 248 s). XLA's HLO passes, and so the numbers, are those
+# of a user's run; only the machine code is less optimised.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
 # Fashion-MNIST classes in label order (the built-in label spec).
 FASHION_NAMES = (
   "t-shirt_top",
@@ -169,12 +176,17 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
+def xla_flags(devices: int = 1) -> str:
+  """XLA_FLAGS for a test process on `devices` CPU devices."""
+  if devices == 1:
+    return TEST_XLA_FLAGS
+  return f"--xla_force_host_platform_device_count={devices} {TEST_XLA_FLAGS}"
+
+
 def cpu_env(devices: int = 1) -> dict:
   """os.environ for a subprocess that runs this checkout's jvision on
   `devices` CPU devices (1, a user's machine, unless a test needs more)."""
-  flags = f"--xla_force_host_platform_device_count={devices}"
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  env["XLA_FLAGS"] = flags if devices > 1 else ""
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags(devices)}
   env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
   return env
 

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import REPO
+from helpers import REPO, xla_flags
 
 from jvision import parallel
 
@@ -63,7 +63,7 @@ def _jvision(env, *args):
     capture_output=True,
     text=True,
     cwd=REPO,
-    env={**os.environ, "XLA_FLAGS": "", **env},
+    env={**os.environ, "XLA_FLAGS": xla_flags(), **env},
     timeout=300,
   )
 

@@ -11,7 +11,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from helpers import REPO, jpeg_bytes, png_bytes, shifted, tiny_config
+from helpers import REPO, jpeg_bytes, png_bytes, shifted, tiny_config, xla_flags
 from PIL import Image, ImageFilter
 
 from jvision.audit import defaults, run
@@ -266,7 +266,7 @@ def test_cli_audit(audited, tmp_path):
     "--audit.label_issue.enabled=False",
     "--audit.near_duplicate.threshold=0.995",
   ]
-  env = {**os.environ, "XLA_FLAGS": ""}
+  env = {**os.environ, "XLA_FLAGS": xla_flags()}
   done = subprocess.run(
     command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300
   )

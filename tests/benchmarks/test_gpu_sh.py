@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO
+from helpers import REPO, xla_flags
 
 SCRIPT = REPO / "benchmarks" / "gpu.sh"
 
@@ -25,7 +25,7 @@ def _run(tmp_path, *args, **env):
     "GPU_SH_WORK": str(tmp_path / "work"),
     "JVISION_PYTHON": sys.executable,
     "PYTHONPATH": str(REPO),
-    "XLA_FLAGS": "",  # one CPU device, not the suite's eight
+    "XLA_FLAGS": xla_flags(),  # one CPU device, not the suite's eight
     **env,
   }
   return subprocess.run(
