@@ -26,7 +26,11 @@ class TrainState(train_state.TrainState):
 def init_variables(model, *, image_shape, rng: jax.Array) -> dict:
   """Initial {"params", "batch_stats"} of `model` for images [H, W, C]."""
   x = jnp.zeros((1, *image_shape), jnp.float32)
-  variables = model.init({"params": rng}, x, train=False)
+  # One compiled program for the whole initialisation: eagerly, XLA:CPU
+  # compiles every initializer of every shape on its own (a
+  # random.normal takes 2 s to compile on a 2-core CPU).
+  init = jax.jit(lambda key: model.init({"params": key}, x, train=False))
+  variables = init(rng)
   return {
     "params": variables["params"],
     "batch_stats": variables.get("batch_stats", {}),

@@ -114,16 +114,18 @@ def test_conv_relu_pool_equals_conv_relu_max_pool(shape, kernel_shape, padding):
   x = jax.random.normal(keys[0], shape)
   kernel = jax.random.normal(keys[1], kernel_shape)
   bias = 0.1 * jax.random.normal(keys[2], kernel_shape[-1:])
-  expected = _plain_conv_relu_pool(x, kernel, bias, padding)
-  got = conv_relu_pool(x, kernel, bias, padding)
+  # Each side jitted whole: one compile, not one per eager op (the eager
+  # gradients took most of this test's time on the 2-core machine).
+  forward = lambda f: jax.jit(f, static_argnums=3)
+  expected = forward(_plain_conv_relu_pool)(x, kernel, bias, padding)
+  got = forward(conv_relu_pool)(x, kernel, bias, padding)
   assert got.shape == expected.shape
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
   weights = jax.random.normal(keys[3], expected.shape)
   loss = lambda f: lambda *a: jnp.sum(f(*a, padding) * weights)
-  grads = jax.grad(loss(conv_relu_pool), argnums=(0, 1, 2))(x, kernel, bias)
-  refs = jax.grad(loss(_plain_conv_relu_pool), argnums=(0, 1, 2))(
-    x, kernel, bias
-  )
+  gradient = lambda f: jax.jit(jax.grad(loss(f), argnums=(0, 1, 2)))
+  grads = gradient(conv_relu_pool)(x, kernel, bias)
+  refs = gradient(_plain_conv_relu_pool)(x, kernel, bias)
   for grad, ref in zip(grads, refs, strict=True):
     np.testing.assert_allclose(grad, ref, rtol=1e-4, atol=1e-4)
 

@@ -11,7 +11,7 @@ from helpers import REPO, train_process
 
 from jvision import checkpoint
 
-STEPS = 1500
+STEPS = 600  # long enough to kill mid-run: the first checkpoint is at 100
 CONFIG = f"""
 import sys
 sys.path.insert(0, {str(REPO / "tests")!r})
