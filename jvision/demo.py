@@ -165,12 +165,10 @@ def _same_config(config, workdir: str) -> bool:
   has the recorded value; keys it leaves to the trainer (None or "auto",
   resolved at start, e.g. `model.proj_hidden_dims`, `data.loading`) are
   not compared."""
-  recorded = workdir_lib.flatten(workdir_lib.read_config(workdir).to_dict())
-  wanted = workdir_lib.flatten(config.to_dict())
+  recorded = workdir_lib.read_config(workdir).to_dict()
+  changed = workdir_lib.changed_keys(recorded, config.to_dict())
   return all(
-    json.dumps(recorded.get(key)) == json.dumps(value)
-    for key, value in wanted.items()
-    if value is not None and value != "auto"
+    wanted is None or wanted == "auto" for _, wanted in changed.values()
   )
 
 

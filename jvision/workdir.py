@@ -165,15 +165,27 @@ ADDED_KEYS = {
 }
 
 
-def config_differences(old: dict, new: dict) -> list[str]:
-  """Human-readable lines for the keys whose values differ."""
+def changed_keys(old: dict, new: dict) -> dict[str, tuple]:
+  """{dotted key: (old value, new value)} for the keys whose values differ
+  between two (nested) config dicts, in key order; a key missing on one
+  side is None there, and a key added to jvision after `old` was recorded
+  (`ADDED_KEYS`) counts as its default."""
   old, new = flatten(old), flatten(new)
   old = {**{k: v for k, v in ADDED_KEYS.items() if k in new}, **old}
-  lines = []
-  for key in sorted(set(old) | set(new)):
-    if _jsonable(old.get(key)) != _jsonable(new.get(key)):
-      lines.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
-  return lines
+  return {
+    key: (old.get(key), new.get(key))
+    for key in sorted(set(old) | set(new))
+    if _jsonable(old.get(key)) != _jsonable(new.get(key))
+  }
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+  """Human-readable lines for the keys whose values differ."""
+  return [_line(k, *pair) for k, pair in changed_keys(old, new).items()]
+
+
+def _line(key: str, old, new) -> str:
+  return f"{key}: {old!r} -> {new!r}"
 
 
 def _jsonable(value):
@@ -194,9 +206,9 @@ def check(workdir: str, config: ml_collections.ConfigDict) -> None:
     with open(path) as f:
       old = json.load(f)["config"]
     changed = [
-      line
-      for line in config_differences(old, resolved)
-      if line.split(":")[0] not in RESUMABLE_CHANGES
+      _line(key, *pair)
+      for key, pair in changed_keys(old, resolved).items()
+      if key not in RESUMABLE_CHANGES
     ]
     if changed:
       raise ValueError(

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from jvision import configs_io, demo
+from jvision import workdir as workdir_lib
 from jvision.evaluate import plots
 
 
@@ -150,9 +151,6 @@ def test_demo_pipeline_writes_summary_and_resumes(
 
 
 def test_a_run_of_another_seed_is_not_taken_as_finished(tmp_path):
-  from jvision import configs_io
-  from jvision import workdir as workdir_lib
-
   spec = demo.plan_runs(str(tmp_path), (0.01,))[1].config_spec  # finetune
   config = configs_io.load_config_file(spec)
   config.init_from = str(tmp_path / "simclr")

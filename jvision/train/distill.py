@@ -195,13 +195,16 @@ def with_student_from_teacher(
   key = models.PROJ_HIDDEN_DIMS
   mine = {k: v for k, v in config.model.to_dict().items() if k != key}
   theirs = {k: v for k, v in teacher_model.to_dict().items() if k != key}
-  lines = workdir_lib.config_differences(theirs, mine)
-  differ = sorted(line.split(":")[0] for line in lines)
+  differ = workdir_lib.changed_keys(theirs, mine)
   if differ:
     raise ValueError(
       "config.distill.init_student starts the student from the teacher's "
-      f"weights, but config.model differs from the teacher's in {differ}: "
-      + "; ".join(f"teacher -> student {line}" for line in lines)
+      f"weights, but config.model differs from the teacher's in "
+      f"{sorted(differ)}: "
+      + "; ".join(
+        f"teacher -> student {line}"
+        for line in workdir_lib.config_differences(theirs, mine)
+      )
     )
   config = ml_collections.ConfigDict(config.to_dict())  # a private copy
   config.model[key] = tuple(teacher_model.get(key) or ())
