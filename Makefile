@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 # are handed out in collection order, where tests/conftest.py puts the files
 # with `slow` tests first (xdist's own reorder, by test count, put them
 # last: one worker then ran them alone at the end).
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 # The platform an ACCEL runs on: `make demo ACCEL=...` asks jvision for it,
 # so a runtime that cannot start is an error, not a demo on the CPU.
 ACCEL_PLATFORM = $(if $(filter tpu,$(ACCEL)),tpu,$(if $(ACCEL),gpu))
@@ -33,10 +33,16 @@ ACCEL_PLATFORM = $(if $(filter tpu,$(ACCEL)),tpu,$(if $(ACCEL),gpu))
 demo: setup data
 	$(if $(ACCEL),JVISION_ACCELERATOR=$(ACCEL_PLATFORM)) $(VENV)/bin/jvision demo $(if $(WORKDIR),--workdir=$(WORKDIR))
 
-# CPU-only whatever ACCEL installed: the suite runs on 8 fake CPU devices.
+# CPU-only whatever ACCEL installed, in two pytest runs: the tests marked
+# `devices(8)` (sharding, pmap) on 8 fake CPU devices, then the rest on
+# one, as a user's machine runs them (a step sharded over 8 fake devices
+# costs more CPU on 2 cores). Each run must pass and collect tests (exit
+# code 5, no tests, is a failure).
+PYTEST = JAX_PLATFORMS=cpu $(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) \
+  --dist loadfile --no-loadscope-reorder
 test: setup data
-	JAX_PLATFORMS=cpu $(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile \
-	  --no-loadscope-reorder $(PYTEST_ARGS)
+	JVISION_TEST_DEVICES=8 $(PYTEST) -m devices $(PYTEST_ARGS)
+	JVISION_TEST_DEVICES=1 $(PYTEST) -m "not devices" $(PYTEST_ARGS)
 
 setup: $(STAMP)
 

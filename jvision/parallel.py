@@ -292,6 +292,18 @@ def round_batch_size(batch_size: int, mesh: Mesh) -> int:
   return int(-(-batch_size // multiple) * multiple)
 
 
+def fitted_batch_size(batch_size: int, examples: int, mesh: Mesh) -> int:
+  """The batch to map `examples` examples in: `batch_size`, or, for fewer
+  examples than that, the next power of two at or above their count
+  (rounded as `round_batch_size` does), so that a handful of images is not
+  padded to a whole batch, and calls with different small counts share a
+  few compiled shapes."""
+  if examples >= batch_size:
+    return batch_size
+  power = 1 << max(examples - 1, 0).bit_length()  # >= examples
+  return min(batch_size, round_batch_size(power, mesh))
+
+
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict:
   """Places this process's part of a batch as global, data-sharded arrays."""
   sharding = data_sharded(mesh)
@@ -551,7 +563,8 @@ def map_split(
       split, as `jvision.data.feed.eval_batches` takes it.
     mesh: the device mesh.
     batch_size: the global batch; every batch is padded to it (one
-      compiled shape). It must divide over the devices and processes.
+      compiled shape), or, for a split smaller than it, to
+      `fitted_batch_size`. It must divide over the devices and processes.
     progress: show a tqdm bar named `desc`.
 
   Returns:
@@ -560,6 +573,7 @@ def map_split(
   """
   check_batch_size(batch_size, mesh, name="batch size")
   size = feed_lib.split_size(split)
+  batch_size = fitted_batch_size(batch_size, size, mesh)
   outputs = []
   with tqdm.tqdm(total=size, desc=desc, disable=not progress) as bar:
     for batch in feed_lib.eval_batches(split, batch_size=batch_size):

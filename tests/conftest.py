@@ -1,14 +1,18 @@
-"""Test set-up: 8 fake CPU devices, shared data paths, a tiny trained run.
+"""Test set-up: CPU devices, shared data paths, a tiny trained run.
 
-XLA_FLAGS (8 devices, and helpers.TEST_XLA_FLAGS) must be set before jax is
-first imported, which is why this happens at the top of the root conftest.
+XLA_FLAGS (JVISION_TEST_DEVICES fake CPU devices, default 1, and
+helpers.TEST_XLA_FLAGS) must be set before jax is first imported, which is
+why this happens at the top of the root conftest. Tests marked
+`devices(N)` need N devices; with fewer they are skipped, saying how to
+run them (`make test` runs them in a pytest run of their own).
 """
 
 import os
+import re
 
-from helpers import xla_flags  # stdlib only: jax is not imported yet
+from helpers import requested_test_devices, xla_flags  # stdlib only: no jax yet
 
-os.environ.setdefault("XLA_FLAGS", xla_flags(devices=8))
+os.environ.setdefault("XLA_FLAGS", xla_flags(devices=requested_test_devices()))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Keras (a test dependency: the import parity tests) on JAX, not TensorFlow.
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -47,14 +51,34 @@ from helpers import (  # noqa: E402
 )
 
 
+def _cpu_devices() -> int:
+  """The CPU devices XLA_FLAGS gives this process (read without starting
+  JAX's backend)."""
+  found = re.search(
+    r"--xla_force_host_platform_device_count=(\d+)", os.environ["XLA_FLAGS"]
+  )
+  return int(found.group(1)) if found else 1
+
+
 def pytest_collection_modifyitems(config, items):
-  """Puts the files that hold `slow` tests first (in their own order).
+  """Skips `devices(N)` tests that need more devices than this process has,
+  and puts the files that hold `slow` tests first (in their own order).
 
   xdist hands out whole files in collection order (--dist loadfile): a
   long file started last would keep one worker busy after the other ran
   out of files.
   """
   del config  # unused
+  have = _cpu_devices()
+  for item in items:
+    marker = item.get_closest_marker("devices")
+    if marker and marker.args[0] > have:
+      reason = (
+        f"needs {marker.args[0]} CPU devices, this process has {have}: "
+        f"JVISION_TEST_DEVICES={marker.args[0]} pytest -m devices "
+        "(make test runs them)"
+      )
+      item.add_marker(pytest.mark.skip(reason=reason))
   slow_files = {item.path for item in items if item.get_closest_marker("slow")}
   items.sort(key=lambda item: item.path not in slow_files)
 

@@ -47,6 +47,7 @@ def test_outputs_equal_the_networks_own_apply(trained_workdir, digits):
   np.testing.assert_allclose(runner.embeddings(digits), unit, atol=1e-6)
 
 
+@pytest.mark.devices(8)
 def test_one_device_equals_eight(trained_workdir, digits):
   assert jax.device_count() == 8
   one = inference.load(

@@ -111,6 +111,7 @@ def _single_device(z1, z2):
   return _loss_and_grads(z1, z2)
 
 
+@pytest.mark.devices(8)
 def test_jit_over_8_devices_equals_single_device():
   z1, z2 = _projections(16, 8, seed=3)
   expected_loss, expected_grads = _single_device(z1, z2)
@@ -150,6 +151,7 @@ def test_shard_map_over_8_devices_equals_single_device():
     np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.devices(8)
 def test_pmap_over_8_devices_equals_single_device():
   z1, z2 = _projections(16, 8, seed=5)
   expected_loss, expected_grads = _single_device(z1, z2)
@@ -174,6 +176,7 @@ def test_pmap_over_8_devices_equals_single_device():
     )
 
 
+@pytest.mark.devices(8)
 def test_pmap_parameter_gradient_equals_single_device():
   # The training pattern of the pmap path (Flax imagenet): replicated
   # parameters, local gradients, then pmean. With a linear projection head

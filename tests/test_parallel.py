@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from helpers import REPO, xla_flags
@@ -41,10 +42,11 @@ def test_unknown_accelerator_names_the_setting(clean_env):
 def test_cpu_asked_and_found(clean_env):
   summary = parallel.start_devices("cpu")
   assert summary["backend"] == "cpu"
-  assert summary["global_devices"] == 8  # conftest's fake CPU devices
+  n = jax.device_count()  # conftest's CPU devices (1, or 8 for `devices`)
+  assert summary["global_devices"] == n
   assert summary["plugins"] == []  # the test venv is CPU-only
   line = parallel.describe_devices(summary)
-  assert line.startswith("JAX backend cpu: 8 x cpu (8 local)")
+  assert line.startswith(f"JAX backend cpu: {n} x cpu ({n} local)")
   assert "asked for: cpu (--accelerator=cpu)" in line
 
 
@@ -53,7 +55,9 @@ def test_gpu_asked_but_only_cpu_found(clean_env):
     parallel.start_devices("gpu")
   message = str(error.value)
   assert "--accelerator=gpu asked for gpu" in message
-  assert "found only cpu devices (8 x cpu; installed plugins: none)" in message
+  n = jax.device_count()
+  found = f"found only cpu devices ({n} x cpu; installed plugins: none)"
+  assert found in message
   assert "ACCEL=cuda12" in message
 
 
@@ -105,6 +109,7 @@ def test_cli_logs_the_backend_it_found(tmp_path):
   assert "is not a jvision workdir" in out.stderr  # then the command ran
 
 
+@pytest.mark.devices(8)
 def test_device_batches_equal_host_batches_across_epochs():
   rng = np.random.default_rng(0)
   arrays = {
@@ -123,6 +128,7 @@ def test_device_batches_equal_host_batches_across_epochs():
       np.testing.assert_array_equal(np.asarray(d[key]), np.asarray(h[key]))
 
 
+@pytest.mark.devices(8)
 @pytest.mark.parametrize("compile_step", ["jit_map_step", "jit_data_parallel"])
 def test_map_split_pads_the_last_batch_and_cuts_it_off(compile_step):
   mesh = parallel.create_mesh()  # 8 CPU devices
@@ -135,6 +141,29 @@ def test_map_split_pads_the_last_batch_and_cuts_it_off(compile_step):
   np.testing.assert_array_equal(out["double"], images.astype(np.int32) * 2)
 
 
+@pytest.mark.devices(8)
+def test_a_split_smaller_than_the_batch_is_padded_to_a_power_of_two():
+  mesh = parallel.create_mesh()  # 8 CPU devices
+  fitted = [parallel.fitted_batch_size(256, n, mesh) for n in (1, 9, 16, 17)]
+  assert fitted == [8, 16, 16, 32]  # at least one image per device
+  assert parallel.fitted_batch_size(256, 300, mesh) == 256
+  assert parallel.fitted_batch_size(24, 20, mesh) == 24  # never above it
+  shapes = []
+
+  def step(scale, batch):
+    shapes.append(batch["image"].shape)  # traced once per compiled shape
+    return {"double": batch["image"].astype(np.int32) * scale}
+
+  compiled = parallel.jit_map_step(step, mesh)
+  images = np.arange(9 * 2, dtype=np.uint8).reshape(9, 2)
+  out = parallel.map_split(
+    compiled, 2, {"image": images}, mesh=mesh, batch_size=256
+  )
+  np.testing.assert_array_equal(out["double"], images.astype(np.int32) * 2)
+  assert shapes == [(16, 2)]  # not the whole batch of 256
+
+
+@pytest.mark.devices(8)
 def test_map_split_batch_size_must_divide_over_the_devices():
   mesh = parallel.create_mesh()
   with pytest.raises(ValueError, match="batch size=12 must be divisible"):

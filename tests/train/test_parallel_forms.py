@@ -18,6 +18,7 @@ from jvision.data import augment, simclr_augment
 from jvision.train import distill, simclr, supervised
 from jvision.train.state import create_train_state
 
+pytestmark = pytest.mark.devices(8)
 BATCH = 16
 FORMS = [("jit", 8), ("pmap", 8), ("jit", 1)]
 

@@ -81,6 +81,7 @@ def test_resuming_with_another_config_lists_differences(trained_workdir):
     supervised.train_and_evaluate(config, str(trained_workdir))
 
 
+@pytest.mark.devices(8)
 def test_batch_size_must_split_over_devices(tmp_path):
   with pytest.raises(ValueError, match="batch_size=30 must be divisible"):
     supervised.train_and_evaluate(
