@@ -358,6 +358,12 @@ def simclr_rows(record: dict) -> list[str]:
   requested = len(record["seeds_requested"])
   seeds = len(runs) if len(runs) == requested else f"{len(runs)} of {requested}"
   minutes = sum(r["pipeline_seconds"] for r in runs) / len(runs) / 60
+  # A run that reused every finished workdir measured no time.
+  timing = (
+    f"{minutes:.1f} min per seed"
+    if minutes >= 1
+    else "every run reused: no time measured"
+  )
   knn = [r["pretraining_monitor"].get("knn_accuracy") for r in runs]
   knn_text = ", ".join(f"{100 * k:.1f}" for k in knn if k is not None)
   cells = "; ".join(
@@ -370,8 +376,7 @@ def simclr_rows(record: dict) -> list[str]:
   return [
     _row(
       f"SimCLR Fashion-MNIST label efficiency, pretraining `{pretrain}`",
-      f"{cells} (seeds: {seeds}; pretraining kNN {knn_text}%; "
-      f"{minutes:.1f} min per seed)",
+      f"{cells} (seeds: {seeds}; pretraining kNN {knn_text}%; {timing})",
       record,
     )
   ]

@@ -106,3 +106,41 @@ def test_renders_another_results_dir(tmp_path):
     performance
   )
   assert report.performance_tables(tmp_path / "empty") is None
+
+
+def _label_efficiency(seconds: list[float]) -> dict:
+  summary = [
+    {"method": "supervised", "label_fraction": 0.01, "test_accuracy": 0.8}
+  ]
+  return {
+    "pretrain_arg": "",
+    "seeds_requested": list(range(len(seconds))),
+    "runs": [
+      {
+        "seed": seed,
+        "summary": summary,
+        "pretraining_monitor": {"knn_accuracy": 0.78},
+        "pipeline_seconds": time,
+      }
+      for seed, time in enumerate(seconds)
+    ],
+    "aggregate": [
+      {
+        "method": "supervised",
+        "label_fraction": 0.01,
+        "mean_test_accuracy": 0.8,
+        "std_test_accuracy": 0.0,
+        "seeds": len(seconds),
+      }
+    ],
+    "method": "run_demo per seed",
+    "machine": AVX2,
+  }
+
+
+def test_label_efficiency_minutes_unless_every_run_was_reused():
+  (row,) = report.simclr_rows(_label_efficiency([1200.0, 1320.0]))
+  assert "supervised 1% 80.00 ± 0.00% (seeds: 2;" in row
+  assert "pretraining kNN 78.0, 78.0%; 21.0 min per seed)" in row
+  (row,) = report.simclr_rows(_label_efficiency([2.0, 3.0]))
+  assert "every run reused: no time measured)" in row
