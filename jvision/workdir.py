@@ -181,10 +181,11 @@ def changed_keys(old: dict, new: dict) -> dict[str, tuple]:
 
 def config_differences(old: dict, new: dict) -> list[str]:
   """Human-readable lines for the keys whose values differ."""
-  return [_line(k, *pair) for k, pair in changed_keys(old, new).items()]
+  return [change_line(k, *pair) for k, pair in changed_keys(old, new).items()]
 
 
-def _line(key: str, old, new) -> str:
+def change_line(key: str, old, new) -> str:
+  """One entry of `changed_keys` as `key: old -> new`."""
   return f"{key}: {old!r} -> {new!r}"
 
 
@@ -206,7 +207,7 @@ def check(workdir: str, config: ml_collections.ConfigDict) -> None:
     with open(path) as f:
       old = json.load(f)["config"]
     changed = [
-      _line(key, *pair)
+      change_line(key, *pair)
       for key, pair in changed_keys(old, resolved).items()
       if key not in RESUMABLE_CHANGES
     ]

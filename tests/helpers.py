@@ -179,8 +179,8 @@ def free_port() -> int:
 def requested_test_devices() -> int:
   """CPU devices of this test process: JVISION_TEST_DEVICES (default 1, a
   user's machine). `make test` runs the tests marked `devices(8)` in a
-  second pytest run with 8, the rest with 1: a train step sharded over 8
-  fake devices on 2 cores cost the suite a fifth more CPU time."""
+  pytest run of their own with 8, the rest with 1: a train step sharded
+  over 8 fake devices on 2 cores cost the suite a fifth more CPU time."""
   value = os.environ.get("JVISION_TEST_DEVICES", "1")
   if not value.isdigit() or int(value) < 1:
     raise ValueError(f"JVISION_TEST_DEVICES={value!r}: expected a count >= 1")

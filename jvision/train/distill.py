@@ -202,8 +202,8 @@ def with_student_from_teacher(
       f"weights, but config.model differs from the teacher's in "
       f"{sorted(differ)}: "
       + "; ".join(
-        f"teacher -> student {line}"
-        for line in workdir_lib.config_differences(theirs, mine)
+        f"teacher -> student {workdir_lib.change_line(key, *pair)}"
+        for key, pair in differ.items()
       )
     )
   config = ml_collections.ConfigDict(config.to_dict())  # a private copy
