@@ -165,17 +165,38 @@ ADDED_KEYS = {
 }
 
 
+# Config keys whose value names a file or directory: two spellings of one
+# path (relative and absolute, or through a symbolic link) are one value,
+# so `jvision demo --workdir=workdirs/demo` resumes what
+# `--workdir=$PWD/workdirs/demo` started. Relative paths are read from the
+# current directory.
+PATH_KEYS = (
+  "init_from",
+  "distill.teacher",
+  "data.manifest",
+  "data.data_dir",
+  "data.label_spec",
+)
+
+
+def _same_value(key: str, old, new) -> bool:
+  if key in PATH_KEYS and isinstance(old, str) and isinstance(new, str):
+    return os.path.realpath(old) == os.path.realpath(new)
+  return _jsonable(old) == _jsonable(new)
+
+
 def changed_keys(old: dict, new: dict) -> dict[str, tuple]:
   """{dotted key: (old value, new value)} for the keys whose values differ
   between two (nested) config dicts, in key order; a key missing on one
-  side is None there, and a key added to jvision after `old` was recorded
-  (`ADDED_KEYS`) counts as its default."""
+  side is None there, a key added to jvision after `old` was recorded
+  (`ADDED_KEYS`) counts as its default, and the paths of `PATH_KEYS`
+  differ only when they name different files."""
   old, new = flatten(old), flatten(new)
   old = {**{k: v for k, v in ADDED_KEYS.items() if k in new}, **old}
   return {
     key: (old.get(key), new.get(key))
     for key in sorted(set(old) | set(new))
-    if _jsonable(old.get(key)) != _jsonable(new.get(key))
+    if not _same_value(key, old.get(key), new.get(key))
   }
 
 

@@ -376,6 +376,34 @@ def test_differences_name_nested_keys():
   ]
 
 
+def test_two_spellings_of_one_directory_are_one_init_from(
+  tmp_path, monkeypatch
+):
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "runs" / "simclr").mkdir(parents=True)
+  (tmp_path / "link").symlink_to(tmp_path / "runs")
+  old = defaults.finetune_config().to_dict()
+  new = defaults.finetune_config().to_dict()
+  old["init_from"] = "runs/simclr"
+  for same in (
+    str(tmp_path / "runs" / "simclr"),
+    "link/simclr/",
+    "./runs/simclr",
+  ):
+    new["init_from"] = same
+    assert workdir.changed_keys(old, new) == {}, same
+  new["init_from"] = "runs/other"
+  assert workdir.config_differences(old, new) == [
+    "init_from: 'runs/simclr' -> 'runs/other'"
+  ]
+  # Other keys keep comparing strings: a model name is not a path.
+  new = defaults.finetune_config().to_dict()
+  new["model"]["name"] = "./" + old["model"]["name"]
+  assert list(workdir.changed_keys(old | {"init_from": None}, new)) == [
+    "model.name"
+  ]
+
+
 def test_the_data_feed_may_change_on_resume():
   old = defaults.supervised_config().to_dict()
   new = defaults.supervised_config().to_dict()

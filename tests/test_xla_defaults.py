@@ -4,6 +4,9 @@ import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
+import pytest
 from helpers import REPO
 
 from jvision import xla_defaults
@@ -54,3 +57,19 @@ def test_opt_out_and_a_real_start():
       check=True,
     ).stdout.strip()
     assert out == expected
+
+
+def test_programs_that_run_once_compile_at_o0_on_the_cpu_only():
+  assert xla_defaults.one_shot_options("cpu") == {
+    "xla_backend_optimization_level": 0
+  }
+  assert xla_defaults.one_shot_options("gpu") == {}
+  assert xla_defaults.one_shot_options("tpu") == {}
+  key = jax.random.key(0)
+  lowered = jax.jit(lambda k: jax.random.normal(k, (64,))).lower(key)
+  once = lowered.compile(compiler_options=xla_defaults.one_shot_options("cpu"))
+  full = lowered.compile(compiler_options={"xla_backend_optimization_level": 2})
+  np.testing.assert_allclose(once(key), full(key), rtol=1e-6, atol=1e-7)
+  # XLA checks the option's name: a misspelt one would not be ignored.
+  with pytest.raises(Exception, match="xla_backend_optimisation_level"):
+    lowered.compile(compiler_options={"xla_backend_optimisation_level": 0})

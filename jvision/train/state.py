@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from jvision import optim
+from jvision import optim, xla_defaults
 
 
 class TrainState(train_state.TrainState):
@@ -28,9 +28,11 @@ def init_variables(model, *, image_shape, rng: jax.Array) -> dict:
   x = jnp.zeros((1, *image_shape), jnp.float32)
   # One compiled program for the whole initialisation: eagerly, XLA:CPU
   # compiles every initializer of every shape on its own (a
-  # random.normal takes 2 s to compile on a 2-core CPU).
+  # random.normal takes 2 s to compile on a 2-core CPU). It runs once, so
+  # it is compiled for compile time (xla_defaults.one_shot_options).
   init = jax.jit(lambda key: model.init({"params": key}, x, train=False))
-  variables = init(rng)
+  options = xla_defaults.one_shot_options(jax.default_backend())
+  variables = init.lower(rng).compile(compiler_options=options)(rng)
   return {
     "params": variables["params"],
     "batch_stats": variables.get("batch_stats", {}),
