@@ -26,6 +26,11 @@ or the installed jaxlib is not one they were checked with (an unknown flag
 makes XLA abort at start-up). XLA reads `XLA_FLAGS` when its first backend
 starts, so importing jvision after JAX but before any computation still
 applies them.
+
+`one_shot_options` is the other kind of setting: `compiler_options` for
+one program's `Lowered.compile`, not a process-wide flag. A model's
+initialisation (`train/state.init_variables`) runs once, so on the CPU it
+is compiled at LLVM -O0 (`ONE_SHOT_CPU_OPTIONS`).
 """
 
 from __future__ import annotations
