@@ -65,7 +65,7 @@ import numpy as np
 from absl import logging
 
 from jvision import checkpoint as checkpoint_lib
-from jvision.data import augment, from_config
+from jvision.data import augment, from_config, sources
 
 # Keys that may change between a run and its resumption (e.g. to extend it).
 RESUMABLE_CHANGES = frozenset(
@@ -177,11 +177,16 @@ PATH_KEYS = (
   "data.data_dir",
   "data.label_spec",
 )
+# The data spec: its folder:, idx: or packed: path compares by the file too.
+DATA_SPEC_KEY = "data.name"
 
 
 def _same_value(key: str, old, new) -> bool:
-  if key in PATH_KEYS and isinstance(old, str) and isinstance(new, str):
-    return os.path.realpath(old) == os.path.realpath(new)
+  if isinstance(old, str) and isinstance(new, str):
+    if key in PATH_KEYS:
+      return os.path.realpath(old) == os.path.realpath(new)
+    if key == DATA_SPEC_KEY:
+      return sources.same_spec(old, new)
   return _jsonable(old) == _jsonable(new)
 
 
@@ -189,8 +194,9 @@ def changed_keys(old: dict, new: dict) -> dict[str, tuple]:
   """{dotted key: (old value, new value)} for the keys whose values differ
   between two (nested) config dicts, in key order; a key missing on one
   side is None there, a key added to jvision after `old` was recorded
-  (`ADDED_KEYS`) counts as its default, and the paths of `PATH_KEYS`
-  differ only when they name different files."""
+  (`ADDED_KEYS`) counts as its default, and the paths of `PATH_KEYS` and
+  of the data spec's folder:/idx:/packed: path differ only when they name
+  different files."""
   old, new = flatten(old), flatten(new)
   old = {**{k: v for k, v in ADDED_KEYS.items() if k in new}, **old}
   return {

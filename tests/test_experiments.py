@@ -74,7 +74,7 @@ def test_finetune_recipe_modes(arg, trainer, mode, fraction):
 
 def test_fashion_mnist_simclr_epochs():
   steps_per_epoch = 60_000 // 256
-  assert _load("fashion_mnist_simclr").num_train_steps == 5 * steps_per_epoch
+  assert _load("fashion_mnist_simclr").num_train_steps == 3 * steps_per_epoch
   assert _load("fashion_mnist_simclr", "epochs=8").num_train_steps == (
     8 * steps_per_epoch
   )

@@ -404,6 +404,22 @@ def test_two_spellings_of_one_directory_are_one_init_from(
   ]
 
 
+def test_two_spellings_of_one_data_folder_are_one_data_spec(
+  tmp_path, monkeypatch
+):
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "pets").mkdir()
+  old = defaults.supervised_config().to_dict()
+  new = defaults.supervised_config().to_dict()
+  old["data"]["name"] = "folder:pets"
+  new["data"]["name"] = f"folder:{tmp_path}/pets/"
+  assert workdir.changed_keys(old, new) == {}
+  new["data"]["name"] = "folder:cats"
+  assert workdir.config_differences(old, new) == [
+    "data.name: 'folder:pets' -> 'folder:cats'"
+  ]
+
+
 def test_the_data_feed_may_change_on_resume():
   old = defaults.supervised_config().to_dict()
   new = defaults.supervised_config().to_dict()

@@ -19,7 +19,7 @@ from jvision.data.labels import (
   load_label_spec,
   match_classes,
 )
-from jvision.data.sources import DataSpec, load, parse_spec, splits
+from jvision.data.sources import DataSpec, load, parse_spec, same_spec, splits
 from jvision.data.subsets import label_subset
 
 __all__ = [
@@ -36,5 +36,6 @@ __all__ = [
   "load_label_spec",
   "match_classes",
   "parse_spec",
+  "same_spec",
   "splits",
 ]

@@ -72,6 +72,22 @@ def parse_spec(spec: str) -> DataSpec:
   raise DataError(f"unknown data spec {spec!r}; expected {_FORMS}{hint}")
 
 
+def same_spec(a, b) -> bool:
+  """Whether two data specs name the same data: the paths of folder:, idx:
+  and packed: specs compare by the file they resolve to (relative,
+  absolute, "~" and symlinked spellings agree); anything else, including
+  a string that is not a valid spec, compares as written."""
+  if a == b:
+    return True
+  try:
+    left, right = parse_spec(a), parse_spec(b)
+  except DataError:
+    return False
+  if left.kind != right.kind or left.kind in ("builtin", "tfds"):
+    return left == right
+  return os.path.realpath(left.name) == os.path.realpath(right.name)
+
+
 def splits(spec: str, data_dir: str | None = None) -> tuple[str, ...]:
   """The splits a source offers.
 

@@ -73,6 +73,21 @@ def test_bare_existing_path_gets_a_hint(tmp_path):
     jd.parse_spec(str(tmp_path))
 
 
+def test_same_spec_compares_paths_by_the_file(monkeypatch, tmp_path):
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv("HOME", str(tmp_path))
+  (tmp_path / "pets").mkdir()
+  (tmp_path / "link").symlink_to(tmp_path / "pets")
+  for same in (f"folder:{tmp_path}/pets", "folder:~/pets", "folder:./link/"):
+    assert jd.same_spec("folder:pets", same), same
+  assert not jd.same_spec("folder:pets", "folder:cats")
+  assert not jd.same_spec("folder:pets", "idx:pets")  # another reader
+  assert jd.same_spec("tfds:emnist:letters", "tfds:emnist:letters")
+  assert not jd.same_spec("tfds:emnist:letters", "tfds:emnist")
+  assert not jd.same_spec("mnist", "fashion_mnist")
+  assert not jd.same_spec("mnist", "not a spec")  # unparsable: as written
+
+
 def test_splits_of_each_kind(tiny_mnist, tmp_path, imgs):
   assert jd.splits("mnist") == ("train", "test")
   assert jd.splits(f"idx:{tiny_mnist}") == ("train", "test")
