@@ -3,6 +3,7 @@
     jvision train   --config=experiments/X.py[:ARGS] --workdir=DIR
                     [--config.KEY=VALUE ...]
     jvision eval    --workdir=DIR [--split=test] [--tta=none|flip]
+                    [--data=SPEC]
     jvision audit   --data=SPEC --out=DIR [--labels=labels.json]
                     [--encoder=WORKDIR] [--audit.KEY=VALUE ...]
     jvision predict --workdir=DIR --images=PATH [--out=preds.csv]
@@ -57,7 +58,8 @@ _DATA = flags.DEFINE_string(
   "data",
   None,
   "Audit: the data spec to audit; pack: the source to pack; import: the "
-  "data spec recorded for eval.",
+  "data spec recorded for eval; eval: a data spec to evaluate on instead "
+  "of the run's own (the classifier's classes, in its order).",
 )
 _OUT = flags.DEFINE_string(
   "out",
@@ -167,9 +169,11 @@ def _eval(argv):
   from jvision.evaluate import run
 
   _require_workdir("eval")
-  report = run.evaluate_workdir(_WORKDIR.value, _SPLIT.value, _TTA.value)
+  report = run.evaluate_workdir(
+    _WORKDIR.value, _SPLIT.value, _TTA.value, data=_DATA.value
+  )
   print(
-    f"{_WORKDIR.value} on {_SPLIT.value}: accuracy "
+    f"{_WORKDIR.value} on {report['data']} {_SPLIT.value}: accuracy "
     f"{report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}; "
     f"report in {_WORKDIR.value}/eval/"
   )

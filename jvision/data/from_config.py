@@ -180,6 +180,30 @@ def stream_workers(config: ml_collections.ConfigDict) -> int:
   return workers
 
 
+def reading(
+  config: ml_collections.ConfigDict, spec: str, *, loading: str = "auto"
+) -> ml_collections.ConfigDict:
+  """A copy of `config` that reads the data spec `spec` whole and labelled
+  as it is (no manifest, label spec or label fraction); image size,
+  channels, mean and std stay the run's. For reading another labelled
+  source with a run's settings: the kNN monitor's bank, another test set
+  for `jvision eval`.
+
+  `loading` is its data.loading: "auto" (decided on `spec`'s training
+  split), or "stream" or "memory"; "stream" falls back to "memory" for a
+  source that cannot stream (one split read the way the run read its
+  own, without indexing a training split it may not have)."""
+  other = ml_collections.ConfigDict(config.to_dict())
+  other.data.name = spec
+  other.data.label_spec, other.data.label_fraction = None, 1.0
+  if other.data.get("manifest"):
+    other.data.manifest = None
+  if loading == "stream" and not _streamable(other):
+    loading = "memory"
+  other.data.loading = loading
+  return other
+
+
 def open_split(
   config: ml_collections.ConfigDict,
   split: str,

@@ -32,9 +32,11 @@ def extra_metrics(labels, probabilities) -> dict:
   return out
 
 
-def _check_evaluable(workdir: str, config, record: dict) -> None:
-  """Raises for an imported workdir without a classifier or a data spec
-  (before its weights are read)."""
+def _check_evaluable(
+  workdir: str, config, record: dict, *, data_given: bool
+) -> None:
+  """Raises for an imported workdir without a classifier, or without a
+  data spec when none is given (before its weights are read)."""
   if config.trainer != workdir_lib.IMPORTED:
     return
   if not record.get("class_names"):
@@ -42,10 +44,10 @@ def _check_evaluable(workdir: str, config, record: dict) -> None:
       f"{workdir} holds weights imported without a classifier; train one "
       f"on them with --config.init_from={workdir}"
     )
-  if not config.data.name:
+  if not config.data.name and not data_given:
     raise ValueError(
-      f"{workdir} was imported without a data spec to evaluate on; import "
-      "it again with --data=SPEC (a labelled source with the classifier's "
+      f"{workdir} was imported without a data spec to evaluate on; give "
+      "one with --data=SPEC (a labelled source with the classifier's "
       f"{len(record['class_names'])} classes)"
     )
 
@@ -60,17 +62,33 @@ def _check_class_count(workdir: str, record: dict, dataset, spec) -> None:
     )
 
 
+def _check_class_names(workdir: str, record: dict, dataset, spec) -> None:
+  """Raises unless data from elsewhere (`--data`) has the classifier's
+  classes, named and ordered alike: label k must mean the same class."""
+  names = list(record.get("class_names") or ())
+  if names != list(dataset.class_names):
+    raise ValueError(
+      f"{workdir}'s classifier has the classes {names} but data {spec!r} "
+      f"has {list(dataset.class_names)}; --data needs the same classes in "
+      "the same order"
+    )
+
+
 def evaluate_workdir(
   workdir: str,
   split: str = "test",
   tta: str | None = None,
   *,
+  data: str | None = None,
   embedding_map: bool = True,
 ) -> dict:
   """Evaluates the newest checkpoint of `workdir` on `split`; writes reports.
 
   `tta` is the test-time augmentation (`augment.tta_logits`'s mode); None:
   the run's own `config.eval_tta` ("none" for runs that predate it).
+  `data` is a data spec to read `split` from instead of the run's own data
+  (another test set, or labelled images for a student distilled on
+  unlabelled ones); its classes must be the classifier's, in its order.
   `embedding_map` False leaves the t-SNE map out of the report: it is most
   of an evaluation's time on small data (about 40 s of scikit-learn's
   Barnes-Hut t-SNE for 2,000 points on 2 cores), which `jvision demo`
@@ -84,11 +102,18 @@ def evaluate_workdir(
   config = ml_collections.ConfigDict(record["config"])
   tta = config.get("eval_tta", "none") if tta is None else tta
   configs_io.check_choice("eval_tta", tta, augment.TTA_MODES)
-  _check_evaluable(workdir, config, record)
+  _check_evaluable(workdir, config, record, data_given=data is not None)
+  if data is not None:  # read the way the run read its own data
+    recorded = config.data.get("loading", "memory")
+    config = from_config.reading(config, data, loading=recorded)
+  spec, elsewhere = config.data.name, data is not None
   data = from_config.open_split(config, split)
   streamed = isinstance(data, stream.Streamed)
   dataset = data.index if streamed else data  # labels, ids, class names
-  _check_class_count(workdir, record, dataset, config.data.name)
+  if elsewhere:
+    _check_class_names(workdir, record, dataset, spec)
+  else:
+    _check_class_count(workdir, record, dataset, spec)
   runner = inference.load(workdir, batch_size=config.eval_batch_size)
   runner.require_classifier()  # SimCLR pretraining has none
   logits = runner.logits(data, tta=tta)  # [N, K]
@@ -97,7 +122,13 @@ def evaluate_workdir(
     dataset.labels, predictions, list(dataset.class_names)
   )
   report.update(
-    {"split": split, "step": runner.step, "workdir": workdir, "tta": tta}
+    {
+      "data": spec,
+      "split": split,
+      "step": runner.step,
+      "workdir": workdir,
+      "tta": tta,
+    }
   )
   probabilities = calibration.softmax(logits)  # [N, K]
   report.update(extra_metrics(dataset.labels, probabilities))

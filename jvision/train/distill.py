@@ -19,7 +19,10 @@ device once, `parallel.compile_train_step`), so resuming re-reads them from
 `distill.teacher`; its newest checkpoint step is recorded in config.json
 (`distill.teacher_step`), so resuming after the teacher changed is refused.
 Evaluation, checkpoints, jit/pmap, multi-host and streaming are the
-supervised trainer's.
+supervised trainer's. The student records the teacher's classes, so it
+may distil on an unlabelled source: its evaluation is then off (there are
+no labels to score), and `jvision eval --data=SPEC` scores it on labelled
+images.
 """
 
 from __future__ import annotations
@@ -283,7 +286,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   init_fn = None
   if config.distill.get("init_student", False):
     init_fn = finetune.make_init_fn(teacher_dir, with_head=True)
-  started = setup.start_state(run, student, workdir, init_fn=init_fn)
+  started = setup.start_state(
+    run, student, workdir, init_fn=init_fn, class_names=class_names
+  )
   logging.info(
     "distilling %s (%s) into %s; temperature %s, label weight %s",
     trained.describe(),

@@ -49,6 +49,11 @@ class Run:
     class names)."""
     return self.train.index if self.streamed else self.train
 
+  @property
+  def eval_split(self):
+    """The evaluation examples' ArrayDataset or SplitIndex."""
+    return self.eval.index if self.streamed else self.eval
+
 
 _STATS_CHUNK = 4096  # images per float64 chunk of channel_stats
 
@@ -270,16 +275,37 @@ class Started:
   source: str  # "scratch" or "checkpoint step N"
 
 
+def _check_warmup(config) -> None:
+  """Raises, naming the keys, when the warmup outlasts the run (a recipe's
+  warmup kept while `num_train_steps` was shortened on the command line)."""
+  warmup, steps = config.optimizer.warmup_steps, config.num_train_steps
+  if not 0 <= warmup <= steps:
+    raise ValueError(
+      f"config.optimizer.warmup_steps={warmup} must be between 0 and "
+      f"config.num_train_steps={steps}; a shortened run needs a shorter "
+      "warmup too (--config.optimizer.warmup_steps=N)"
+    )
+
+
 def start_state(
-  run: Run, model, workdir: str, *, init_fn=None, update_scales_fn=None
+  run: Run,
+  model,
+  workdir: str,
+  *,
+  init_fn=None,
+  update_scales_fn=None,
+  class_names=None,
 ) -> Started:
   """Builds the optimizer and state, records the run, resumes if it can.
 
   Resume order: the newest checkpoint in DIR/checkpoints, else the
   initialisation `init_fn` gives (e.g. `config.init_from`), else scratch.
   `init_fn` and `update_scales_fn` are passed to `create_train_state`.
+  `class_names` are the classes recorded for the network's outputs (None:
+  the training split's; a student takes its teacher's).
   """
   config = run.config
+  _check_warmup(config)
   learning_rate_fn = optim.create_learning_rate_fn(
     base_learning_rate=config.optimizer.learning_rate,
     num_train_steps=config.num_train_steps,
@@ -299,7 +325,9 @@ def start_state(
   workdir_lib.record(  # the config is valid: record it
     workdir,
     config,
-    class_names=run.train_split.class_names,
+    class_names=(
+      run.train_split.class_names if class_names is None else class_names
+    ),
     image_shape=run.image_shape,
   )
   checkpointer = checkpoint_lib.Checkpointer(

@@ -182,15 +182,10 @@ def monitor_splits(run):
   when the training data is unlabelled)."""
   config = run.config
   if config.knn.monitor_data:
-    monitor = ml_collections.ConfigDict(config.to_dict())
-    monitor.data.name = config.knn.monitor_data
+    monitor = from_config.reading(config, config.knn.monitor_data)
     monitor.data.train_split, monitor.data.eval_split = (
       config.knn.monitor_splits
     )
-    monitor.data.label_spec, monitor.data.label_fraction = None, 1.0
-    monitor.data.loading = "auto"
-    if monitor.data.get("manifest"):
-      monitor.data.manifest = None
     loading, why, (bank, queries) = from_config.open_splits(
       monitor, tuple(config.knn.monitor_splits), progress=False
     )

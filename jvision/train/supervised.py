@@ -13,6 +13,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import ml_collections
+from absl import logging
 
 from jvision import inference, losses, models, parallel
 from jvision.data import augment, feed
@@ -196,8 +197,18 @@ def build_task(run, started, *, bn_train: bool = True, frozen=None):
 
 
 def build_evaluate(run):
-  """`state -> {"loss", "accuracy"}` on `run`'s eval split, compiled."""
+  """`state -> {"loss", "accuracy"}` on `run`'s eval split, compiled; None
+  (evaluation off, logged) when that split is unlabelled, as a student
+  distilled on unlabelled images may be."""
   config = run.config
+  if not run.eval_split.labelled:
+    logging.info(
+      "evaluation off: split %r of %s is unlabelled; evaluate on labelled "
+      "images with `jvision eval --workdir=DIR --data=SPEC`",
+      config.data.eval_split,
+      config.data.name,
+    )
+    return None
   p_eval = parallel.jit_data_parallel(
     functools.partial(
       eval_step,

@@ -14,7 +14,7 @@ def test_eval_writes_metrics_and_plots(trained_workdir):
   saved = json.loads((out / "metrics.json").read_text())
   assert saved["accuracy"] == pytest.approx(report["accuracy"])
   assert saved["num_examples"] == 200  # max_per_class=20 of 10 digits
-  assert saved["step"] == 6
+  assert saved["step"] == 6 and saved["data"] == "mnist"
   cm = np.asarray(saved["confusion_matrix"])
   assert cm.shape == (10, 10) and cm.sum(1).tolist() == [20] * 10
   assert saved["accuracy"] == pytest.approx(np.trace(cm) / 200)

@@ -6,10 +6,11 @@ import json
 import jax
 import numpy as np
 import pytest
-from helpers import tiny_config
+from helpers import tiny_config, write_photo_folder
 
 from jvision import checkpoint
 from jvision.data import subsets
+from jvision.evaluate import run as evaluate_run
 from jvision.train import defaults, distill, supervised
 
 
@@ -57,6 +58,47 @@ def test_student_learns_the_teacher_without_labels(trained_workdir, tmp_path):
   assert recorded["distill"]["teacher_step"] == teacher["num_train_steps"]
   # Unset mean and std take the teacher's preprocessing.
   assert recorded["data"]["mean"] == teacher["data"]["mean"]
+
+
+def test_a_student_of_unlabelled_images_is_evaluated_on_labelled_ones(
+  trained_workdir, tmp_path, caplog
+):
+  unlabelled = write_photo_folder(
+    tmp_path / "photos", classes=(), per_class=40, splits=("train",)
+  )
+  config = _config(
+    trained_workdir,
+    num_train_steps=2,
+    **{
+      "data.name": f"folder:{unlabelled}",
+      "data.eval_split": "train",  # its only split
+      "data.max_per_class": None,
+      "data.image_size": 28,
+      "data.channels": 1,
+    },
+  )
+  caplog.set_level("INFO")
+  student = tmp_path / "student"
+  result = distill.train_and_evaluate(config, str(student))
+  # No accuracy against labels of -1: evaluation is off, and says so.
+  assert result["eval"] == {}
+  assert f"evaluation off: split 'train' of folder:{unlabelled} is " in (
+    caplog.text
+  )
+  # The student's outputs are the teacher's classes.
+  with open(student / "config.json") as f:
+    assert json.load(f)["class_names"] == [str(d) for d in range(10)]
+  report = evaluate_run.evaluate_workdir(
+    str(student), "test", data="mnist", embedding_map=False
+  )
+  assert report["data"] == "mnist" and report["split"] == "test"
+  assert report["num_examples"] == 10_000
+  assert 0.0 <= report["accuracy"] <= 1.0
+  lettered = write_photo_folder(tmp_path / "abc", splits=("test",))
+  with pytest.raises(ValueError, match=r"has the classes \['0', '1'"):
+    evaluate_run.evaluate_workdir(
+      str(student), "test", data=f"folder:{lettered}", embedding_map=False
+    )
 
 
 def test_resumed_distillation_matches_uninterrupted(trained_workdir, tmp_path):

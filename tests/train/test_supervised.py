@@ -91,7 +91,11 @@ def test_batch_size_must_split_over_devices(tmp_path):
 
 def test_config_error_leaves_no_trace(tmp_path):
   config = tiny_config(num_train_steps=4, **{"optimizer.warmup_steps": 20})
-  with pytest.raises(ValueError, match="warmup_steps=20"):
+  with pytest.raises(
+    ValueError,
+    match=r"config.optimizer.warmup_steps=20 must be between 0 and "
+    r"config.num_train_steps=4",
+  ):
     supervised.train_and_evaluate(config, str(tmp_path / "wd"))
   assert not (tmp_path / "wd").exists()
 
