@@ -10,7 +10,7 @@ See `sources` for the spec strings, `labels` for label specs and `decode` for
 how image files become arrays.
 """
 
-from jvision.data.dataset import ArrayDataset, DataError
+from jvision.data.dataset import ArrayDataset, DataError, UnknownSplitError
 from jvision.data.decode import DecodeError, decode_image
 from jvision.data.labels import (
   ClassInfo,
@@ -29,6 +29,7 @@ __all__ = [
   "DataSpec",
   "DecodeError",
   "LabelSpec",
+  "UnknownSplitError",
   "builtin_label_spec",
   "decode_image",
   "label_subset",

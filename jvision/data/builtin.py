@@ -24,7 +24,7 @@ import os
 import pathlib
 
 from jvision.data import folder, idx, tfds_source
-from jvision.data.dataset import ArrayDataset, DataError
+from jvision.data.dataset import ArrayDataset, DataError, UnknownSplitError
 from jvision.data.labels import LabelSpec, builtin_label_spec
 
 _log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ def load_builtin(
     The split, class names from the label spec.
   """
   if split not in SPLITS:
-    raise DataError(f"{name} has splits {list(SPLITS)}, not {split!r}")
+    raise UnknownSplitError(name, SPLITS, split)
   spec = label_spec or builtin_label_spec(name)
   kind, location = resolve(name, data_dir)
   _log.info("Loading %s %s from %s %s", name, split, kind, location)

@@ -14,6 +14,14 @@ class DataError(ValueError):
   """A bad input to `jvision.data`: a spec, file, label spec or argument."""
 
 
+class UnknownSplitError(DataError):
+  """A split its source does not have; `available` are those it has."""
+
+  def __init__(self, source: str, available, split: str):
+    super().__init__(f"{source} has splits {list(available)}, not {split!r}")
+    self.source, self.available, self.split = source, tuple(available), split
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class ArrayDataset:
   """A split held in memory.

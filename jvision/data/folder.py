@@ -39,7 +39,12 @@ import numpy as np
 
 from jvision.data import cache, decode
 from jvision.data import labels as labels_lib
-from jvision.data.dataset import ArrayDataset, DataError, first_per_class
+from jvision.data.dataset import (
+  ArrayDataset,
+  DataError,
+  UnknownSplitError,
+  first_per_class,
+)
 from jvision.data.labels import LabelSpec, match_classes
 
 _log = logging.getLogger(__name__)
@@ -424,9 +429,7 @@ def split_entries(
 ) -> tuple[tuple[str, str], ...]:
   """The (id, class name) entries of one split, sorted by id."""
   if split not in index.splits:
-    raise DataError(
-      f"folder:{index.path} has splits {list(index.splits)}, not {split!r}"
-    )
+    raise UnknownSplitError(f"folder:{index.path}", index.splits, split)
   if index.has_split_folders:
     return index.by_split[split]
   if not index.labelled:

@@ -18,7 +18,12 @@ import zlib
 import numpy as np
 
 from jvision.data import decode
-from jvision.data.dataset import ArrayDataset, DataError, first_per_class
+from jvision.data.dataset import (
+  ArrayDataset,
+  DataError,
+  UnknownSplitError,
+  first_per_class,
+)
 from jvision.data.labels import LabelSpec
 
 # IDX type code -> big-endian dtype.
@@ -133,7 +138,7 @@ def load_idx_split(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     DataError: a file is missing or malformed, or images and labels disagree.
   """
   if split not in _PREFIXES:
-    raise DataError(f"idx:{directory} has splits {list(SPLITS)}, not {split!r}")
+    raise UnknownSplitError(f"idx:{directory}", SPLITS, split)
   paths = {k: find_file(directory, split, k) for k in ("images", "labels")}
   for kind, path in paths.items():
     if path is None:

@@ -47,7 +47,12 @@ import numpy as np
 
 from jvision.data import cache, decode, folder
 from jvision.data import labels as labels_lib
-from jvision.data.dataset import ArrayDataset, DataError, first_per_class
+from jvision.data.dataset import (
+  ArrayDataset,
+  DataError,
+  UnknownSplitError,
+  first_per_class,
+)
 from jvision.data.index import SplitIndex
 from jvision.data.labels import LabelSpec
 
@@ -297,9 +302,8 @@ def index_packed_split(
   """
   meta = read_metadata(directory)
   if split not in meta["splits"]:
-    raise DataError(
-      f"packed:{directory} has splits {list(packed_splits(directory))}, "
-      f"not {split!r}"
+    raise UnknownSplitError(
+      f"packed:{directory}", packed_splits(directory), split
     )
   entry = meta["splits"][split]
   ids, labels = _read_index(directory, split, entry["num_examples"])

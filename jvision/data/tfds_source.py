@@ -19,7 +19,12 @@ import tqdm
 
 from jvision.data import cache, decode
 from jvision.data import labels as labels_lib
-from jvision.data.dataset import ArrayDataset, DataError, first_per_class
+from jvision.data.dataset import (
+  ArrayDataset,
+  DataError,
+  UnknownSplitError,
+  first_per_class,
+)
 from jvision.data.labels import LabelSpec
 
 _READ_CHUNK = 1024  # Records read per data-source call.
@@ -100,10 +105,7 @@ def open_split_builder(
   full = full_name(name, config)
   _check_features(builder.info.features, full)
   if split not in builder.info.splits:
-    raise DataError(
-      f"tfds:{full} has splits {list(builder.info.splits.keys())}, not "
-      f"{split!r}"
-    )
+    raise UnknownSplitError(f"tfds:{full}", builder.info.splits.keys(), split)
   return builder, full
 
 

@@ -155,6 +155,22 @@ def one_writer(train_and_evaluate):
   return locked
 
 
+def _open_splits(config, progress: bool):
+  """`from_config.open_splits` of the train and eval splits; a split the
+  source lacks is an error naming the config key that asked for it."""
+  d = config.data
+  try:
+    return from_config.open_splits(
+      config, (d.train_split, d.eval_split), progress=progress
+    )
+  except data_lib.UnknownSplitError as error:
+    key = "train_split" if error.split == d.train_split else "eval_split"
+    raise data_lib.DataError(
+      f"config.data.{key}={error.split!r}: {error}; set "
+      f"--config.data.{key} to one of {list(error.available)}"
+    ) from error
+
+
 def prepare_run(
   config: ml_collections.ConfigDict, workdir: str, *, label_subset: bool = True
 ) -> Run:
@@ -190,11 +206,7 @@ def prepare_run(
     config.eval_batch_size, mesh, name="eval_batch_size"
   )
   progress = config.progress_bar and jax.process_index() == 0
-  loading, why, (train, evaluation) = from_config.open_splits(
-    config,
-    (config.data.train_split, config.data.eval_split),
-    progress=progress,
-  )
+  loading, why, (train, evaluation) = _open_splits(config, progress)
   logging.info("data loading: %s (%s)", loading, why)
   train_labels = (train.index if loading == "stream" else train).labels
   if config.data.label_fraction < 1.0 and label_subset:

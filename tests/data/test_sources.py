@@ -191,9 +191,11 @@ def test_bad_arguments(kwargs, message):
 
 def test_unknown_builtin_split():
   with pytest.raises(
-    jd.DataError, match=r"mnist has splits \['train', 'test'\]"
-  ):
+    jd.UnknownSplitError, match=r"mnist has splits \['train', 'test'\]"
+  ) as caught:
     jd.load("mnist", "validation")
+  assert caught.value.available == ("train", "test")
+  assert caught.value.split == "validation"
 
 
 def test_label_spec_path_for_idx(tiny_mnist, tmp_path):

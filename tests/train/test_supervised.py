@@ -89,14 +89,29 @@ def test_batch_size_must_split_over_devices(tmp_path):
     )
 
 
-def test_config_error_leaves_no_trace(tmp_path):
-  config = tiny_config(num_train_steps=4, **{"optimizer.warmup_steps": 20})
-  with pytest.raises(
-    ValueError,
-    match=r"config.optimizer.warmup_steps=20 must be between 0 and "
-    r"config.num_train_steps=4",
-  ):
-    supervised.train_and_evaluate(config, str(tmp_path / "wd"))
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
+    (
+      {"num_train_steps": 4, "optimizer.warmup_steps": 20},
+      r"config.optimizer.warmup_steps=20 must be between 0 and "
+      r"config.num_train_steps=4",
+    ),
+    (  # a split the source lacks: the key that asked for it, and choices
+      {"data.eval_split": "val"},
+      r"config.data.eval_split='val': mnist has splits \['train', 'test'\], "
+      r"not 'val'; set --config.data.eval_split to one of",
+    ),
+  ],
+  ids=["warmup", "split"],
+)
+def test_config_error_names_the_key_and_leaves_no_trace(
+  tmp_path, overrides, message
+):
+  with pytest.raises(ValueError, match=message):
+    supervised.train_and_evaluate(
+      tiny_config(**overrides), str(tmp_path / "wd")
+    )
   assert not (tmp_path / "wd").exists()
 
 
