@@ -110,12 +110,12 @@ def evaluate_workdir(
   data = from_config.open_split(config, split)
   streamed = isinstance(data, stream.Streamed)
   dataset = data.index if streamed else data  # labels, ids, class names
-  if elsewhere:
-    _check_class_names(workdir, record, dataset, spec)
-  else:
+  if not elsewhere:
     _check_class_count(workdir, record, dataset, spec)
   runner = inference.load(workdir, batch_size=config.eval_batch_size)
   runner.require_classifier()  # SimCLR pretraining has none
+  if elsewhere:  # a pretraining records its data's classes: checked after
+    _check_class_names(workdir, record, dataset, spec)
   logits = runner.logits(data, tta=tta)  # [N, K]
   predictions = logits.argmax(-1)
   report = metrics_lib.classification_report(

@@ -43,8 +43,9 @@ def test_eval_of_a_non_workdir_is_a_clear_error(tmp_path):
 
 def test_eval_of_a_simclr_workdir_points_to_finetuning(simclr_workdir):
   workdir, _ = simclr_workdir
-  with pytest.raises(ValueError, match="init_from="):
-    evaluate_run.evaluate_workdir(str(workdir), "test")
+  for data in (None, "fashion_mnist"):  # not "its classes differ"
+    with pytest.raises(ValueError, match="no classifier.*init_from="):
+      evaluate_run.evaluate_workdir(str(workdir), "test", data=data)
 
 
 def test_unknown_tta_is_a_clear_error(trained_workdir):
