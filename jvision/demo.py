@@ -184,14 +184,16 @@ def _trained(config, workdir: str) -> bool:
 
 
 def _test_report(config, workdir: str) -> dict | None:
-  """DIR/eval/metrics.json when it is the test split at the run's last
-  step (a finished run's evaluation, reused on a rerun); else None."""
+  """DIR/eval/metrics.json when it is the test split of the run's own data
+  at its last step (a finished run's evaluation, reused on a rerun; not a
+  `jvision eval --data` of other data); else None."""
   path = os.path.join(workdir, "eval", "metrics.json")
   if not os.path.isfile(path) or not _trained(config, workdir):
     return None
   with open(path) as f:
     report = json.load(f)
-  done = report.get("split") == "test"
+  own = report.get("data", config.data.name) == config.data.name
+  done = own and report.get("split") == "test"
   return (
     report if done and report.get("step") == config.num_train_steps else None
   )

@@ -102,11 +102,12 @@ def evaluate_workdir(
   config = ml_collections.ConfigDict(record["config"])
   tta = config.get("eval_tta", "none") if tta is None else tta
   configs_io.check_choice("eval_tta", tta, augment.TTA_MODES)
-  _check_evaluable(workdir, config, record, data_given=data is not None)
-  if data is not None:  # read the way the run read its own data
+  elsewhere = data is not None  # --data: a source other than the run's
+  _check_evaluable(workdir, config, record, data_given=elsewhere)
+  if elsewhere:  # read the way the run read its own data
     recorded = config.data.get("loading", "memory")
     config = from_config.reading(config, data, loading=recorded)
-  spec, elsewhere = config.data.name, data is not None
+  spec = config.data.name
   data = from_config.open_split(config, split)
   streamed = isinstance(data, stream.Streamed)
   dataset = data.index if streamed else data  # labels, ids, class names

@@ -107,6 +107,8 @@ def _image_shape(split) -> tuple[int, int, int]:
 
 
 def check_steps(config: ml_collections.ConfigDict) -> None:
+  """Raises, naming the key, for a negative step count, a run of no steps
+  or a warmup longer than the run."""
   for key in (
     "num_train_steps",
     "log_every_steps",
@@ -117,6 +119,15 @@ def check_steps(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"config.{key} must be >= 0, got {config[key]}")
   if config.num_train_steps == 0:
     raise ValueError("config.num_train_steps must be > 0")
+  # A recipe's warmup kept while num_train_steps was shortened on the
+  # command line: named here, before any data loads.
+  warmup, steps = config.optimizer.warmup_steps, config.num_train_steps
+  if not 0 <= warmup <= steps:
+    raise ValueError(
+      f"config.optimizer.warmup_steps={warmup} must be between 0 and "
+      f"config.num_train_steps={steps}; a shortened run needs a shorter "
+      "warmup too (--config.optimizer.warmup_steps=N)"
+    )
 
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -287,18 +298,6 @@ class Started:
   source: str  # "scratch" or "checkpoint step N"
 
 
-def _check_warmup(config) -> None:
-  """Raises, naming the keys, when the warmup outlasts the run (a recipe's
-  warmup kept while `num_train_steps` was shortened on the command line)."""
-  warmup, steps = config.optimizer.warmup_steps, config.num_train_steps
-  if not 0 <= warmup <= steps:
-    raise ValueError(
-      f"config.optimizer.warmup_steps={warmup} must be between 0 and "
-      f"config.num_train_steps={steps}; a shortened run needs a shorter "
-      "warmup too (--config.optimizer.warmup_steps=N)"
-    )
-
-
 def start_state(
   run: Run,
   model,
@@ -317,7 +316,6 @@ def start_state(
   the training split's; a student takes its teacher's).
   """
   config = run.config
-  _check_warmup(config)
   learning_rate_fn = optim.create_learning_rate_fn(
     base_learning_rate=config.optimizer.learning_rate,
     num_train_steps=config.num_train_steps,
