@@ -1,4 +1,4 @@
-"""SimCLR pretraining of a small ResNet on Fashion-MNIST, sized for a CPU.
+"""SimCLR pretraining of a small CNN on Fashion-MNIST, sized for a CPU.
 
     jvision train --config=experiments/fashion_mnist_simclr.py \
         --workdir=workdirs/fmnist_simclr
@@ -8,33 +8,42 @@ views of each of the 60,000 training images shapes the features. The
 labels feed only the monitors: the online linear probe on stop-gradient
 features and the kNN monitor on the test split.
 
-Backbone: the ResNet-18 layout (BasicBlock, stages 2-2-2-2) at 1/8 width
-(8-16-32-64 channels, 64-dim features) with a stride-2 3x3 stem, so a 28x28
-image runs its first stage at 14x14. SimCLRv2's 3-layer MLP projection
-head (BN, 256-256 hidden, 128 out), so that fine-tuning can keep its first
-layer (fashion_mnist_finetune.py, `finetune.proj_layers`). Augmentations
-for grayscale: random resized crop (scale 0.2-1; 0.08 leaves too little of
-a 28x28 garment), horizontal flip, brightness and contrast jitter at
+Backbone: the fast CIFAR network's layout (models/fast_cifar.py: a 2x2
+stem, then three conv - max-pool - BN - GELU - conv - BN - GELU blocks) at
+widths 16-32-64 with an 8-channel stem, so a 28x28 image runs its blocks
+at 27, 13 and 6 pixels and ends in a 3x3 map, max-pooled to 64-dim
+features (73,480 parameters with a 10-way head). It replaced a 1/8-width
+ResNet-18 (8-16-32-64 channels, stride-2 stem; 176,258 parameters): at the
+same 3 epochs and 0.8x the images per second its kNN monitor is 1.4 points
+higher (77.7 against 76.3% over 3 seeds) and the fine-tune, the student
+and the supervised baseline 2-3 points more accurate (the linear probe 2-3
+points less) (benchmarks/NOTES.md, 2026-12-02 (midday); the demo takes
+1.12x as long). SimCLRv2's 3-layer MLP projection head (BN, 256-256
+hidden, 128 out), so that fine-tuning can keep its first layer
+(fashion_mnist_finetune.py, `finetune.proj_layers`). Augmentations for
+grayscale: random resized crop (scale 0.2-1; 0.08 leaves too little of a
+28x28 garment), horizontal flip, brightness and contrast jitter at
 strength 0.5 with p=0.8. LARS, lr 1.0 x batch / 256, one epoch of warmup,
 cosine decay, temperature 0.1.
 
-Why these (4-epoch pilots on the 2-core CPU, kNN monitor on the test
-split): temperature 0.2 gave 76.1% against 74.7% at SimCLR's CIFAR 0.5,
-and 0.1 then 78.0% against 76.7% for 0.2 in a 3-epoch pilot (over 3 seeds
-of the demo's 5 epochs: kNN 77.6 against 76.8%, every SimCLR method up);
-crop scale 0.4-1 gave 75.8%, AdamW (lr 2e-3) 75.7%, batch 128 75.3%; a
-(1,1,1,1) ResNet at 1/4 width 77.1% at 1.6x the time per epoch. At 3
-epochs the 3-layer head gave 76.7% against 75.2% for one hidden layer.
+Why these (4-epoch pilots of the ResNet on the 2-core CPU, kNN monitor on
+the test split): temperature 0.2 gave 76.1% against 74.7% at SimCLR's
+CIFAR 0.5, and 0.1 then 78.0% against 76.7% for 0.2 in a 3-epoch pilot
+(over 3 seeds of the demo's 5 epochs: kNN 77.6 against 76.8%, every SimCLR
+method up); crop scale 0.4-1 gave 75.8%, AdamW (lr 2e-3) 75.7%, batch 128
+75.3%; a (1,1,1,1) ResNet at 1/4 width 77.1% at 1.6x the time per epoch.
+At 3 epochs the 3-layer head gave 76.7% against 75.2% for one hidden
+layer.
 
-3 epochs, not 5 (3 seeds each): the fine-tune and the distilled student
-lose 0.2-0.3 points at 1% labels, within a std, the linear probe 0.8-1.3,
-and the demo gets 2.3 of its 15 minutes back (12.8 min on the AVX2 VM).
-Views cropped to 20x20 (1.6x the images per second) fine-tuned and
-distilled as well in a 1-seed pilot but lost 3 points of kNN at 28x28
-(benchmarks/NOTES.md).
+3 epochs, not 5 (3 seeds each, the ResNet): the fine-tune and the
+distilled student lose 0.2-0.3 points at 1% labels, within a std, the
+linear probe 0.8-1.3, and the demo gets 2.3 of its 15 minutes back (12.8
+min on the AVX2 VM). Views cropped to 20x20 (1.6x the images per second)
+fine-tuned and distilled as well in a 1-seed pilot but lost 3 points of
+kNN at 28x28 (benchmarks/NOTES.md).
 
 Arguments (comma-separated):
-  (none)    the demo's pretraining: 3 epochs, about 4 minutes on the
+  (none)    the demo's pretraining: 3 epochs, about 5 minutes on the
             slower (AVX2) 2-core CPU.
   long      30 epochs for the reported "longer run".
   epochs=N  N epochs.
@@ -58,9 +67,9 @@ def get_config(arg: str | None = None):
   config.data.name = "fashion_mnist"
   config.data.mean = (0.286,)  # Fashion-MNIST train split, [0, 1] units
   config.data.std = (0.353,)
-  config.model.name = "resnet18"
-  config.model.width = 0.125
-  config.model.stem = "small"
+  config.model.name = "fast_cifar"  # widths 16-32-64: 64-dim features
+  config.model.widths = (16, 32, 64)
+  config.model.stem_width = 8
   config.batch_size = 256
   config.augment.crop_scale = (0.2, 1.0)
   config.augment.color_strength = 0.5

@@ -199,6 +199,17 @@ def _test_report(config, workdir: str) -> dict | None:
   )
 
 
+def describe_model(section) -> str:
+  """A config's `model` section in words: its name, then its other keys,
+  e.g. "fast_cifar (stem_width=8, widths=(16, 32, 64))"."""
+  fields = ", ".join(
+    f"{k}={tuple(v) if isinstance(v, list) else v}"
+    for k, v in sorted(section.items())
+    if k != "name"
+  )
+  return f"{section.name} ({fields})" if fields else section.name
+
+
 def last_monitor(workdir: str) -> dict:
   """The newest test-split record of a SimCLR workdir's metrics.jsonl (its
   kNN and probe monitors); {} before the first."""
@@ -246,7 +257,7 @@ def run_demo(
     f"jvision demo: SimCLR on Fashion-MNIST, then {len(runs)} classifiers "
     f"with {', '.join(f'{f:.0%}' for f in fractions)} of the labels; "
     f"workdir {workdir}\n[1/{total}] SimCLR pretraining without labels: "
-    f"{config.model.name} width {config.model.get('width', 1.0)}, "
+    f"{describe_model(config.model)}, "
     f"{config.num_train_steps} steps of {config.batch_size} images "
     f"-> {pretrain_dir}",
     flush=True,

@@ -52,6 +52,17 @@ def test_format_table():
   assert lines[2].split() == ["10%", "(6000)", "0.8500", "-"]
 
 
+def test_describe_model_names_every_key_of_the_section():
+  config = configs_io.load_config_file(
+    f"{demo.experiments_dir()}/{demo.PRETRAIN_CONFIG}"
+  )
+  assert demo.describe_model(config.model) == (
+    "fast_cifar (stem_width=8, widths=(16, 32, 64))"
+  )
+  config.model = type(config.model)({"name": "resnet18", "width": 0.125})
+  assert demo.describe_model(config.model) == "resnet18 (width=0.125)"
+
+
 def test_plot_label_efficiency(tmp_path):
   rows = [
     {"method": m, "label_fraction": f, "test_accuracy": a}

@@ -1,4 +1,4 @@
-"""A small, fast CIFAR-10 network for short supervised runs.
+"""A small, fast CIFAR-10 network for short runs.
 
     stem:   conv 2x2 (VALID, 24 channels, bias) - GELU        32 -> 31
     block:  conv 3x3 - max-pool 2x2 - BN - GELU - conv 3x3 - BN - GELU
@@ -16,7 +16,11 @@ train any model (experiments/cifar10_fast.py).
 
 With 10 classes and 3 input channels it has 1,971,640 parameters (the
 batch norms' biases included). The 256-wide max-pooled features are the
-"pre_logits" intermediate.
+"pre_logits" intermediate. At widths 16-32-64 with an 8-channel stem (73,480
+parameters on 28x28 grey images) it is the network of the Fashion-MNIST
+demo (experiments/fashion_mnist_simclr.py and its fine-tune and
+distillation recipes), where it learns more from few labels than a
+1/8-width ResNet-18 in the same CPU time.
 """
 
 from __future__ import annotations

@@ -24,6 +24,18 @@ def test_param_count_by_hand():
   assert models.count_params(variables["params"]) == expected
 
 
+def test_param_count_of_the_fashion_mnist_demo_widths():
+  # stem 2*2*1*8 + 8; convs 9 * (8*16 + 16*16 + 16*32 + 32*32 + 32*64 +
+  # 64*64); batch-norm biases 2 * (16 + 32 + 64); head 64 * 10.
+  expected = 40 + 9 * 8064 + 224 + 640
+  assert expected == 73_480
+  model = models.create_model(
+    "fast_cifar", num_classes=10, widths=(16, 32, 64), stem_width=8
+  )
+  variables = jax.eval_shape(lambda: _init(model, (2, 28, 28, 1))[1])
+  assert models.count_params(variables["params"]) == expected
+
+
 def test_batch_norms_have_no_scale_and_the_head_no_bias():
   _, variables = _init(FastCIFARNet(num_classes=10))
   params = variables["params"]

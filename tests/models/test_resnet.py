@@ -176,7 +176,8 @@ def test_unknown_stem_is_an_error():
   "stem, stage1_hw, stage4_hw", [("cifar", 28, 4), ("small", 14, 2)]
 )
 def test_small_stem_halves_the_resolution_once(stem, stage1_hw, stage4_hw):
-  # The Fashion-MNIST SimCLR backbone: ResNet-18 layout at 1/8 width.
+  # ResNet-18 layout at 1/8 width on 28x28 grey images (the Fashion-MNIST
+  # demo's backbone until 2026-12-02).
   model = ResNet18(num_classes=0, width=0.125, stem=stem)
   x = jnp.zeros((2, 28, 28, 1))
   (features, state) = jax.eval_shape(
