@@ -7,11 +7,12 @@ The argument is `MODE[,FRACTION][,runlocal]`:
   linear    a linear probe: a new 10-way head on the frozen backbone of
             `config.init_from` (batch norm in inference mode).
   finetune  the whole pretrained network trains, the backbone at the head's
-            learning rate (SimCLRv2's fine-tuning; a tenth of it cost 2.4
-            points at 10% labels, benchmarks/NOTES.md); it keeps the first
-            layer of the SimCLR projection head (SimCLRv2's fine-tuning from
-            the head's middle, `finetune.proj_layers` 1; set it to 0 for an
-            init_from that is not a SimCLR run).
+            learning rate (SimCLRv2's fine-tuning; a tenth of it cost the
+            earlier ResNet 2.4 points at 10% labels, benchmarks/NOTES.md);
+            it keeps the first layer of the SimCLR projection head
+            (SimCLRv2's fine-tuning from the head's middle,
+            `finetune.proj_layers` 1; set it to 0 for an init_from that is
+            not a SimCLR run).
   scratch   the same network trained from random weights with the
             supervised trainer on the same labels: the baseline that
             pretraining has to beat.

@@ -28,7 +28,7 @@ import os
 import time
 
 import jvision
-from jvision import checkpoint, configs_io, train
+from jvision import checkpoint, configs_io, models, train
 from jvision import workdir as workdir_lib
 from jvision.evaluate import plots
 from jvision.evaluate import run as evaluate_run
@@ -200,13 +200,11 @@ def _test_report(config, workdir: str) -> dict | None:
 
 
 def describe_model(section) -> str:
-  """A config's `model` section in words: its name, then its other keys,
-  e.g. "fast_cifar (stem_width=8, widths=(16, 32, 64))"."""
-  fields = ", ".join(
-    f"{k}={tuple(v) if isinstance(v, list) else v}"
-    for k, v in sorted(section.items())
-    if k != "name"
-  )
+  """A config's `model` section in words: its name, then its other keys
+  (`models.config_kwargs`), e.g. "fast_cifar (stem_width=8, widths=(16,
+  32, 64))"."""
+  kwargs = models.config_kwargs(section)
+  fields = ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
   return f"{section.name} ({fields})" if fields else section.name
 
 
