@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import pathlib
 import platform
 import statistics
+import time
 
 import jax
 import numpy as np
 
-from jvision import parallel, workdir
+from jvision import models, optim, parallel, workdir
+from jvision.train import supervised
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 # Where `save` writes instead of RESULTS (benchmarks/gpu.sh: under $OUT).
@@ -130,3 +133,42 @@ def device_batch(batch_size: int, image_shape, mesh, num_classes: int = 10):
     },
     mesh,
   )
+
+
+def recipe_step_times(
+  config, image_shape: tuple[int, int, int], steps: int, warmup: int = 3
+) -> list[float]:
+  """Seconds per step of a supervised recipe's compiled train step.
+
+  `supervised.train_step` as `config` trains it (its model section, batch
+  size, on-device augmentation and label smoothing; a fixed learning
+  rate) on one device-resident random batch of `image_shape` images, timed
+  step by step with block_until_ready after `warmup` untimed steps.
+  """
+  model = models.create_model(
+    config.model.name, num_classes=10, **models.config_kwargs(config.model)
+  )
+  lr_fn = optim.create_learning_rate_fn(
+    base_learning_rate=0.1, num_train_steps=1000, warmup_steps=0
+  )
+  state = supervised.create_train_state(
+    config, model, image_shape=image_shape, learning_rate_fn=lr_fn
+  )
+  step = functools.partial(
+    supervised.train_step,
+    learning_rate_fn=lr_fn,
+    preprocess=supervised.train_preprocess(config, streamed=False),
+    label_smoothing=config.loss.label_smoothing,
+  )
+  mesh = parallel.create_mesh()
+  p_step = parallel.jit_data_parallel(step, mesh, donate_state=True)
+  batch = device_batch(config.batch_size, image_shape, mesh)
+  state = parallel.replicate(state, mesh)
+  times = []
+  for i in range(steps + warmup):
+    start = time.perf_counter()
+    state, metrics = p_step(state, batch)
+    jax.block_until_ready(metrics)
+    if i >= warmup:
+      times.append(time.perf_counter() - start)
+  return times

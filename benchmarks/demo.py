@@ -6,9 +6,16 @@ Runs the `jvision` command in a fresh temporary workdir (a subprocess, so
 start-up, data loading, compilation, pretraining, the eight classifiers,
 evaluation and reports are all counted) and records the wall time and the
 demo's DIR/summary.json (test accuracy per method and label fraction) in
-benchmarks/results/demo.json, beside this machine's float32 matmul peak
-(GFLOP/s, best of 1024-2048 squares, measured just before the demo) so that
-demo times of different machines can be compared. With --workdir the demo
+benchmarks/results/demo.json, beside two figures of this machine measured
+just before the demo, so that demo times of different machines can be
+compared: its float32 matmul peak (GFLOP/s, best of 1024-2048 squares) and
+the time of one training step of the demo's own network (the supervised
+step of experiments/fashion_mnist_finetune.py:scratch, batch 128 at 28x28,
+on-device augmentation included; median of STEP_TIMES steps). The second
+tracks the demo's time more closely: between two 2-core AMD EPYC VMs the
+matmul peak differed 2.1x (138 and 66 GFLOP/s) and the demo 1.5x (14.9 and
+22.3 min), while the demo network's forward and backward pass differed
+1.65x (123 and 203 ms at batch 256). With --workdir the demo
 runs there (it must not exist yet) and is kept, e.g. as seed 0 (the
 demo's seed) of benchmarks.simclr_fashion_mnist
 (benchmarks/workdirs/simclr_fashion_mnist/seed0).
@@ -19,12 +26,36 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
 from benchmarks import common, compare
+from jvision import configs_io, demo
+
+# Timed steps of the demo network's supervised step (after 3 untimed).
+STEP_TIMES = 20
+STEP_RECIPE = "fashion_mnist_finetune.py:scratch"
+
+
+def demo_step_record(steps: int = STEP_TIMES) -> dict:
+  """Median time of one supervised step of the demo's network: {"recipe",
+  "batch_size", "steps", "median_ms", "images_per_sec"}."""
+  config = configs_io.load_config_file(
+    f"{demo.experiments_dir()}/{STEP_RECIPE}"
+  )
+  seconds = statistics.median(
+    common.recipe_step_times(config, (28, 28, 1), steps)
+  )
+  return {
+    "recipe": f"experiments/{STEP_RECIPE}",
+    "batch_size": config.batch_size,
+    "steps": steps,
+    "median_ms": seconds * 1e3,
+    "images_per_sec": config.batch_size / seconds,
+  }
 
 
 def main(argv):
@@ -38,6 +69,8 @@ def main(argv):
   )
   peak = compare.matmul_peak_gflops([1024, 2048], "float32")
   print(f"float32 matmul peak: {peak}")
+  step = demo_step_record()
+  print(f"the demo network's supervised step: {step}")
   start = time.perf_counter()
   subprocess.run(
     [sys.executable, "-m", "jvision.cli", "demo", f"--workdir={workdir}"],
@@ -50,6 +83,7 @@ def main(argv):
   record = {
     "wall_seconds": seconds,
     "matmul_peak_gflops_float32": peak,
+    "demo_step": step,
     "summary": summary,
     "method": (
       "one run of `jvision demo` in a fresh workdir, wall time of the "

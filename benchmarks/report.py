@@ -347,9 +347,19 @@ def demo_rows(record: dict) -> list[str]:
     for r in record["summary"]
   )
   value = f"{record['wall_seconds'] / 60:.1f} min; {accuracies}"
+  machine = []
   peak = record.get("matmul_peak_gflops_float32", {}).get("xla")
   if peak:
-    value += f" (XLA float32 matmul peak of the machine {peak:.0f} GFLOP/s)"
+    machine.append(f"XLA float32 matmul peak of the machine {peak:.0f} GFLOP/s")
+  step = record.get("demo_step")
+  if step:
+    machine.append(
+      f"one supervised step of the demo's network, batch "
+      f"{step['batch_size']}: {step['median_ms']:.0f} ms, median of "
+      f"{step['steps']}"
+    )
+  if machine:
+    value += f" ({'; '.join(machine)})"
   return [_row("`jvision demo`", value, record)]
 
 

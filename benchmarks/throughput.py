@@ -18,18 +18,15 @@ benchmarks/results/throughput.json.
 
 from __future__ import annotations
 
-import functools
 import json
 import statistics
 import tempfile
-import time
 
 import jax
 from absl import app, flags
 
 from benchmarks import common
-from jvision import logging_setup, models, optim, parallel
-from jvision.data import augment
+from jvision import logging_setup
 from jvision.train import defaults, supervised
 
 _MODELS = flags.DEFINE_list("models", ["cnn", "resnet18"], "Models to time.")
@@ -70,36 +67,9 @@ def config_for(model: str, steps: int, feed: str = "auto"):
 
 def bare_step_times(model_name: str, steps: int) -> list[float]:
   """Seconds per step of the compiled supervised step, one device batch."""
-  config = config_for(model_name, steps)
-  model = models.create_model(
-    model_name, num_classes=10, **MODEL_KWARGS[model_name]
+  return common.recipe_step_times(
+    config_for(model_name, steps), (32, 32, 3), steps
   )
-  lr_fn = optim.create_learning_rate_fn(
-    base_learning_rate=0.1, num_train_steps=1000, warmup_steps=0
-  )
-  state = supervised.create_train_state(
-    config, model, image_shape=(32, 32, 3), learning_rate_fn=lr_fn
-  )
-  step = functools.partial(
-    supervised.train_step,
-    learning_rate_fn=lr_fn,
-    preprocess=functools.partial(
-      augment.train_preprocess, mean=MEAN, std=STD, crop_padding=4, flip=True
-    ),
-    label_smoothing=0.0,
-  )
-  mesh = parallel.create_mesh()
-  p_step = parallel.jit_data_parallel(step, mesh, donate_state=True)
-  batch = common.device_batch(BATCH[model_name], (32, 32, 3), mesh)
-  state = parallel.replicate(state, mesh)
-  times = []
-  for i in range(steps + 3):
-    start = time.perf_counter()
-    state, metrics = p_step(state, batch)
-    jax.block_until_ready(metrics)
-    if i >= 3:
-      times.append(time.perf_counter() - start)
-  return times
 
 
 def trainer_intervals(model_name: str, steps: int, feed: str) -> dict:

@@ -43,8 +43,8 @@ fine-tuned and distilled as well in a 1-seed pilot but lost 3 points of
 kNN at 28x28 (benchmarks/NOTES.md).
 
 Arguments (comma-separated):
-  (none)    the demo's pretraining: 3 epochs, about 5 minutes on the
-            slower (AVX2) 2-core CPU.
+  (none)    the demo's pretraining: 3 epochs, about 5 minutes on a 2-core
+            AVX2 VM, 6.3 on a slower one (benchmarks/NOTES.md).
   long      30 epochs for the reported "longer run".
   epochs=N  N epochs.
   runlocal  a one-minute check on 100 images per class.

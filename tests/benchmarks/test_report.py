@@ -144,3 +144,30 @@ def test_label_efficiency_minutes_unless_every_run_was_reused():
   assert "pretraining kNN 78.0, 78.0%; 21.0 min per seed)" in row
   (row,) = report.simclr_rows(_label_efficiency([2.0, 3.0]))
   assert "every run reused: no time measured)" in row
+
+
+def _demo(step: dict | None) -> dict:
+  record = {
+    "wall_seconds": 900.0,
+    "matmul_peak_gflops_float32": {"xla": 66.4},
+    "summary": [
+      {"method": "supervised", "label_fraction": 0.01, "test_accuracy": 0.8}
+    ],
+    "method": "one run of `jvision demo`",
+    "machine": AVX2,
+  }
+  if step:
+    record["demo_step"] = step
+  return record
+
+
+def test_demo_row_names_both_machine_figures():
+  step = {"batch_size": 128, "steps": 20, "median_ms": 101.6}
+  (row,) = report.demo_rows(_demo(step))
+  assert "15.0 min; supervised 1% labels 80.00% (" in row
+  assert (
+    "(XLA float32 matmul peak of the machine 66 GFLOP/s; one supervised "
+    "step of the demo's network, batch 128: 102 ms, median of 20)" in row
+  )
+  (row,) = report.demo_rows(_demo(None))  # recorded before the step figure
+  assert "80.00% (XLA float32 matmul peak of the machine 66 GFLOP/s) |" in row

@@ -1,0 +1,14 @@
+"""Tests for benchmarks/demo.py: the machine figure recorded beside the
+demo's time (the demo itself is timed, not tested, here; tests/test_demo.py
+runs it at toy sizes)."""
+
+from benchmarks import demo
+
+
+def test_demo_step_record_times_the_demo_networks_supervised_step():
+  record = demo.demo_step_record(steps=2)
+  assert record["recipe"] == "experiments/fashion_mnist_finetune.py:scratch"
+  assert record["batch_size"] == 128  # the recipe's, not a default
+  assert record["steps"] == 2
+  assert 0 < record["median_ms"] < 60_000
+  assert record["images_per_sec"] == 128 / (record["median_ms"] / 1e3)
