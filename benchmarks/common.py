@@ -141,9 +141,10 @@ def recipe_step_times(
   """Seconds per step of a supervised recipe's compiled train step.
 
   `supervised.train_step` as `config` trains it (its model section, batch
-  size, on-device augmentation and label smoothing; a fixed learning
-  rate) on one device-resident random batch of `image_shape` images, timed
-  step by step with block_until_ready after `warmup` untimed steps.
+  size, on-device augmentation and label smoothing; 10 classes, a fixed
+  learning rate) on one device-resident random batch of `image_shape`
+  images (`device_batch`), timed step by step with block_until_ready
+  after `warmup` untimed steps.
   """
   model = models.create_model(
     config.model.name, num_classes=10, **models.config_kwargs(config.model)
