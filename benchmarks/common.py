@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from jvision import models, optim, parallel, workdir
-from jvision.train import supervised
+from jvision.train import setup, supervised
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 # Where `save` writes instead of RESULTS (benchmarks/gpu.sh: under $OUT).
@@ -135,19 +135,34 @@ def device_batch(batch_size: int, image_shape, mesh, num_classes: int = 10):
   )
 
 
+def step_seconds(run, steps: int, warmup: int) -> list[float]:
+  """Seconds of each of `steps` calls of `run` after `warmup` calls."""
+  for _ in range(warmup):
+    run()
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - start)
+  return times
+
+
 def recipe_step_times(
   config, image_shape: tuple[int, int, int], steps: int, warmup: int = 3
 ) -> list[float]:
   """Seconds per step of a supervised recipe's compiled train step.
 
-  `supervised.train_step` as `config` trains it (its model section, batch
-  size, on-device augmentation and label smoothing; 10 classes, a fixed
-  learning rate) on one device-resident random batch of `image_shape`
-  images (`device_batch`), timed step by step with block_until_ready
-  after `warmup` untimed steps.
+  `supervised.train_step` as `config` trains it (its model section and
+  dtype, batch size, on-device augmentation and label smoothing; 10
+  classes, a fixed learning rate) on one device-resident random batch of
+  `image_shape` images (`device_batch`), each step waited for; `steps`
+  timed after `warmup` untimed (`step_seconds`).
   """
   model = models.create_model(
-    config.model.name, num_classes=10, **models.config_kwargs(config.model)
+    config.model.name,
+    num_classes=10,
+    **models.config_kwargs(config.model),
+    dtype=setup.model_dtype(config),
   )
   lr_fn = optim.create_learning_rate_fn(
     base_learning_rate=0.1, num_train_steps=1000, warmup_steps=0
@@ -164,12 +179,10 @@ def recipe_step_times(
   mesh = parallel.create_mesh()
   p_step = parallel.jit_data_parallel(step, mesh, donate_state=True)
   batch = device_batch(config.batch_size, image_shape, mesh)
-  state = parallel.replicate(state, mesh)
-  times = []
-  for i in range(steps + warmup):
-    start = time.perf_counter()
-    state, metrics = p_step(state, batch)
+  holder = {"state": parallel.replicate(state, mesh)}
+
+  def run():
+    holder["state"], metrics = p_step(holder["state"], batch)
     jax.block_until_ready(metrics)
-    if i >= warmup:
-      times.append(time.perf_counter() - start)
-  return times
+
+  return step_seconds(run, steps, warmup)

@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import functools
 import statistics
-import time
 
 import jax
 import numpy as np
@@ -280,18 +279,6 @@ def model_flops(name: str) -> int:
   return counter.get_total_flops()
 
 
-def step_seconds(run, steps: int, warmup: int) -> list[float]:
-  """Seconds of each of `steps` calls of `run` after `warmup` calls."""
-  for _ in range(warmup):
-    run()
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - start)
-  return times
-
-
 def _matmuls(n: int, dtype: str) -> dict:
   """{library: run one [n, n] @ [n, n] matmul in `dtype` and wait for it}.
 
@@ -316,7 +303,7 @@ def matmul_peak_gflops(sizes: list[int], dtype: str) -> dict[str, float]:
   for n in sizes:
     for lib, fn in _matmuls(n, dtype).items():
       fn()  # warm-up (and compilation)
-      rate = 2 * n**3 / statistics.median(step_seconds(fn, 5, 0)) / 1e9
+      rate = 2 * n**3 / statistics.median(common.step_seconds(fn, 5, 0)) / 1e9
       rates[lib] = max(rate, rates.get(lib, 0.0))
   return rates
 
@@ -351,7 +338,7 @@ def compare(name: str, modes: list[str], peak):
   for i in range(rounds):
     warmup = _WARMUP.value if i == 0 else _LATER_WARMUP.value
     for side, run in runs.items():
-      times = step_seconds(run, steps, warmup)
+      times = common.step_seconds(run, steps, warmup)
       rates[side].append(images / statistics.median(times))
   summary = functools.partial(
     _rate_record, flops=flops, images=images, peak=peak
