@@ -13,9 +13,10 @@ the time of one training step of the demo's own network (the supervised
 step of experiments/fashion_mnist_finetune.py:scratch, batch 128 at 28x28,
 on-device augmentation included; median of STEP_TIMES steps). The second
 tracks the demo's time more closely: between two 2-core AMD EPYC VMs the
-matmul peak differed 2.1x (138 and 66 GFLOP/s) and the demo 1.5x (14.9 and
-22.3 min), while the demo network's forward and backward pass differed
-1.65x (123 and 203 ms at batch 256). With --workdir the demo
+matmul peak differed 1.9-2.1x (138 and 66-71 GFLOP/s) and the demo
+1.4-1.5x (14.9, and 20.9 and 22.3 min), while the demo network's forward
+and backward pass differed 1.65x (123 and 203 ms at batch 256;
+benchmarks/NOTES.md, 2026-12-02 (afternoon)). With --workdir the demo
 runs there (it must not exist yet) and is kept, e.g. as seed 0 (the
 demo's seed) of benchmarks.simclr_fashion_mnist
 (benchmarks/workdirs/simclr_fashion_mnist/seed0).
