@@ -16,3 +16,10 @@ def test_demo_step_record_times_the_demo_networks_supervised_step():
   assert record["images_per_sec"] == pytest.approx(
     128 / (record["median_ms"] / 1e3)
   )
+
+
+def test_each_kind_of_cpu_keeps_its_own_demo_record():
+  avx2 = {"cpu": "AMD EPYC", "vector_extensions": ["AVX2"]}
+  amx = {"cpu": "Intel Xeon", "vector_extensions": ["AVX2", "AVX-512", "AMX"]}
+  assert demo.result_name(avx2) == "demo_cpu_avx2"
+  assert demo.result_name(amx) == "demo_cpu_amx"
