@@ -84,6 +84,21 @@ def cpu_slug(machine_record: dict) -> str:
   return extensions[-1].lower().replace("-", "")
 
 
+def machine_tag(backend: str | None = None, cpu: dict | None = None) -> str:
+  """The part of a results file's name that keeps one kind of machine's
+  figures from replacing another's: "cpu_<cpu_slug>" on the CPU (e.g.
+  "cpu_avx2"), else the backend ("gpu", "tpu").
+
+  Args:
+    backend: a JAX backend name (default: this process's).
+    cpu: a cpu_info() record (default: this machine's).
+  """
+  backend = backend or jax.default_backend()
+  if backend != "cpu":
+    return backend
+  return f"cpu_{cpu_slug(cpu if cpu is not None else cpu_info())}"
+
+
 def machine() -> dict:
   """The hardware and software a figure was measured on."""
   return {

@@ -367,14 +367,11 @@ def compare(name: str, modes: list[str], peak):
 
 def results_name() -> str:
   """E.g. "compare_cpu_avx2_float32" or "compare_gpu_bfloat16_x4": the
-  backend (on the CPU with its kind, common.cpu_slug), dtype and batch
-  multiplier, so that no run replaces another kind's."""
-  backend = jax.default_backend()
-  if backend == "cpu":
-    backend += "_" + common.cpu_slug(common.cpu_info())
+  machine (common.machine_tag), dtype and batch multiplier, so that no
+  run replaces another kind's."""
   multiplier = _BATCH_MULTIPLIER.value
   suffix = f"_x{multiplier}" if multiplier != 1 else ""
-  return f"compare_{backend}_{_DTYPE.value}{suffix}"
+  return f"compare_{common.machine_tag()}_{_DTYPE.value}{suffix}"
 
 
 def _line(name: str, record: dict) -> str:

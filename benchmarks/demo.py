@@ -6,21 +6,17 @@ Runs the `jvision` command in a fresh temporary workdir (a subprocess, so
 start-up, data loading, compilation, pretraining, the eight classifiers,
 evaluation and reports are all counted) and records the wall time and the
 demo's DIR/summary.json (test accuracy per method and label fraction) in
-benchmarks/results/demo_cpu_<kind>.json (one per kind of CPU, see
-result_name), beside two figures of this machine measured
+benchmarks/results/demo_<machine>.json (e.g. demo_cpu_avx2.json: one per
+kind of machine, see result_name), beside two figures of this machine measured
 just before the demo, so that demo times of different machines can be
 compared: its float32 matmul peak (GFLOP/s, best of 1024-2048 squares) and
 the time of one training step of the demo's own network (the supervised
 step of experiments/fashion_mnist_finetune.py:scratch, batch 128 at 28x28,
 on-device augmentation included; median of STEP_TIMES steps). The second
-tracks the demo's time more closely: between two 2-core AMD EPYC VMs the
-matmul peak differed 1.9-2.1x (138 and 66-71 GFLOP/s) and the demo
-1.4-1.5x (14.9, and 20.9 and 22.3 min), while the demo network's forward
-and backward pass differed 1.65x (123 and 203 ms at batch 256;
-benchmarks/NOTES.md, 2026-12-02 (afternoon)). An Intel Xeon VM (AVX-512,
-AMX) took 7.7 min at 333 GFLOP/s and a 43-ms step, against the slower
-EPYC's 20.9 min and 97 ms: 2.7x in time, 2.3x in step, 4.8x in matmul
-(NOTES, 2026-12-02 (evening)). With --workdir the demo
+tracks the demo's time more closely (between the fastest and the slowest
+2-core VM measured: demo 2.7x, step 2.3x, matmul peak 4.8x; the README's
+table of demo times and benchmarks/NOTES.md have every machine). With
+--workdir the demo
 runs there (it must not exist yet) and is kept, e.g. as seed 0 (the
 demo's seed) of benchmarks.simclr_fashion_mnist
 (benchmarks/workdirs/simclr_fashion_mnist/seed0).
@@ -63,12 +59,13 @@ def demo_step_record(steps: int = STEP_TIMES) -> dict:
   }
 
 
-def result_name(cpu: dict) -> str:
-  """The results file of a demo run on a CPU like `cpu` (common.cpu_info):
-  one per kind of CPU (common.cpu_slug), so that the demo's times on
-  different machines stand side by side, as the 15-minute target on the
-  slowest of them needs."""
-  return f"demo_cpu_{common.cpu_slug(cpu)}"
+def result_name(cpu: dict, backend: str | None = None) -> str:
+  """The results file of a demo run on a CPU like `cpu` (common.cpu_info)
+  and `backend` (default: this process's): one per kind of machine
+  (common.machine_tag), so that the demo's times on different machines
+  stand side by side, as the 15-minute target on the slowest of them
+  needs."""
+  return f"demo_{common.machine_tag(backend, cpu)}"
 
 
 def main(argv):

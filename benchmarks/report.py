@@ -403,7 +403,7 @@ def table(results: pathlib.Path = RESULTS) -> str:
       rows += accuracy_rows(path.stem, record)
     elif path.stem == "throughput":
       rows += throughput_rows(record)
-    elif path.stem.startswith("demo_cpu_"):
+    elif path.stem.startswith("demo_"):
       rows += demo_rows(record)
     elif path.stem.startswith("simclr_fashion_mnist"):
       rows += simclr_rows(record)

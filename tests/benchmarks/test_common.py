@@ -90,3 +90,9 @@ def test_steady_rate_skips_the_first_interval(tmp_path):
   assert common.read_metrics(tmp_path) == records
   assert common.steady_images_per_sec(records) == 200.0
   assert common.steady_images_per_sec(records[:1]) is None
+
+
+def test_machine_tag_names_the_cpu_kind_or_the_accelerator():
+  avx2 = common.cpu_info(AVX2_ONLY)
+  assert common.machine_tag("cpu", avx2) == "cpu_avx2"
+  assert common.machine_tag("gpu", avx2) == "gpu"

@@ -23,3 +23,8 @@ def test_each_kind_of_cpu_keeps_its_own_demo_record():
   amx = {"cpu": "Intel Xeon", "vector_extensions": ["AVX2", "AVX-512", "AMX"]}
   assert demo.result_name(avx2) == "demo_cpu_avx2"
   assert demo.result_name(amx) == "demo_cpu_amx"
+
+
+def test_a_gpu_demo_is_not_filed_under_a_cpu():
+  avx2 = {"cpu": "AMD EPYC", "vector_extensions": ["AVX2"]}
+  assert demo.result_name(avx2, "gpu") == "demo_gpu"
