@@ -79,7 +79,9 @@ def record_step_memory(found: dict):
 
   The wrapped step compiles the trainer's real step function (with and
   without donating the state) for the real state and batch of its first
-  call and stores both footprints in `found`.
+  call and stores both footprints in `found`. The run then steps with the
+  executable it analysed (a trainer's batches all have one shape), so the
+  step is compiled twice, not a third time by the jit's own first call.
   """
   from jvision import parallel
 
@@ -90,14 +92,17 @@ def record_step_memory(found: dict):
     if form != "jit":
       return compiled
     plain = original(step, mesh, form=form, donate_state=False)
+    executable = []
 
-    def first_call(state, batch):
-      if not found:
-        found["donated"] = footprint(compiled.lower(state, batch).compile())
-        found["not_donated"] = footprint(plain.lower(state, batch).compile())
-      return compiled(state, batch)
+    def recorded_step(state, batch):
+      if not executable:
+        executable.append(compiled.lower(state, batch).compile())
+        if not found:
+          found["donated"] = footprint(executable[0])
+          found["not_donated"] = footprint(plain.lower(state, batch).compile())
+      return executable[0](state, batch)
 
-    return first_call
+    return recorded_step
 
   parallel.compile_train_step = compile_and_record
 
