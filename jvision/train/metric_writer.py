@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import jax
 import numpy as np
@@ -22,10 +23,9 @@ class MetricWriter:
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._tb = None
     if self.enabled:
-      from tensorboardX import SummaryWriter
-
       os.makedirs(workdir, exist_ok=True)
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      summary_writer = import_summary_writer()
+      self._tb = summary_writer(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, split: str, metrics: dict) -> None:
     if not self.enabled:
@@ -41,6 +41,28 @@ class MetricWriter:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+
+
+def import_summary_writer() -> type:
+  """tensorboardX's SummaryWriter, imported without PyTorch.
+
+  tensorboardX imports torch whenever it is installed (to accept torch
+  tensors, which jvision never passes), and that import took 1.5-2.6 s of
+  every `jvision train` on a 2-core CPU (benchmarks/NOTES.md, 2026-12-03).
+  While tensorboardX loads, "torch" maps to None in `sys.modules`, so its
+  guarded `import torch` fails and it uses NumPy alone; a process that
+  already imported torch keeps it.
+  """
+  if "torch" in sys.modules:
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter
+  sys.modules["torch"] = None  # `import torch` raises ImportError
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
 
 
 def _scalar(value) -> float | int:
