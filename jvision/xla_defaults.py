@@ -103,3 +103,15 @@ def one_shot_options(backend: str) -> dict:
   (`jax.default_backend()`): ONE_SHOT_CPU_OPTIONS on the CPU, none on
   accelerators, whose compilers are fast and keep their own settings."""
   return dict(ONE_SHOT_CPU_OPTIONS) if backend == "cpu" else {}
+
+
+def compile_once(fn, *args):
+  """`fn` compiled for `args` as a program that runs once or twice (a
+  model's initialisation, an optimizer's first state, a preview): one
+  `jax.jit` program with `one_shot_options`, instead of the many small
+  programs XLA:CPU would compile for each eager op. Returns the compiled
+  program; call it with arguments shaped like `args`."""
+  import jax  # not at the top: this module runs before JAX is imported
+
+  options = one_shot_options(jax.default_backend())
+  return jax.jit(fn).lower(*args).compile(compiler_options=options)

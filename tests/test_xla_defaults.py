@@ -73,3 +73,17 @@ def test_programs_that_run_once_compile_at_o0_on_the_cpu_only():
   # XLA checks the option's name: a misspelt one would not be ignored.
   with pytest.raises(Exception, match="xla_backend_optimisation_level"):
     lowered.compile(compiler_options={"xla_backend_optimisation_level": 0})
+
+
+def test_compile_once_is_one_program_for_its_arguments_shapes():
+  key = jax.random.key(0)
+  normal = xla_defaults.compile_once(lambda k: jax.random.normal(k, (64,)), key)
+  np.testing.assert_allclose(
+    normal(key), jax.random.normal(key, (64,)), rtol=1e-6, atol=1e-7
+  )
+  double = xla_defaults.compile_once(lambda x: x * 2, np.ones(3, np.float32))
+  np.testing.assert_array_equal(
+    double(np.arange(3, dtype=np.float32)), [0, 2, 4]
+  )
+  with pytest.raises(TypeError):  # compiled for [3], not retraced for [4]
+    double(np.ones(4, np.float32))

@@ -216,13 +216,10 @@ def write_preview(workdir, images, views_fn, rng, *, mean, std) -> None:
   image)."""
   images = images[:8]
   # One program for both calls, compiled for compile time: it runs twice
-  # (xla_defaults.one_shot_options; at XLA:CPU's default -O2 its compile
-  # took 3.8 s of a SimCLR run's start on a 2-core CPU).
-  options = xla_defaults.one_shot_options(jax.default_backend())
+  # (at XLA:CPU's default -O2 its compile took 3.8 s of a SimCLR run's
+  # start on a 2-core CPU).
   keys = [jax.random.fold_in(rng, i) for i in range(2)]
-  views_of = (
-    jax.jit(views_fn).lower(images, keys[0]).compile(compiler_options=options)
-  )
+  views_of = xla_defaults.compile_once(views_fn, images, keys[0])
   views = []
   for key in keys:
     views += [np.asarray(v) for v in views_of(images, key)]

@@ -174,3 +174,25 @@ def test_unknown_data_feed_is_an_error_before_anything_is_written(tmp_path):
       tiny_config(**{"data.feed": "gpu"}), str(tmp_path / "bad")
     )
   assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw", "lars"])
+def test_the_first_optimizer_state_is_the_optimizers_own_init(optimizer):
+  """create_train_state compiles `tx.init` as one program; its state must be
+  what optax's eager `init` gives, leaf for leaf."""
+  config = tiny_config()
+  config.optimizer.name = optimizer
+  model = models.create_model(
+    config.model.name, num_classes=10, **models.config_kwargs(config.model)
+  )
+  state = supervised.create_train_state(
+    config, model, image_shape=(28, 28, 1), learning_rate_fn=lambda step: 0.1
+  )
+  eager = state.tx.init(state.params)
+  assert jax.tree.structure(state.opt_state) == jax.tree.structure(eager)
+  for got, want in zip(
+    jax.tree.leaves(state.opt_state), jax.tree.leaves(eager), strict=True
+  ):
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+  assert state.step == 0 and isinstance(state.step, int)
