@@ -139,8 +139,13 @@ def test_a_dead_process_stops_the_other(config_file, tmp_path):
   processes[1].communicate()
   assert processes[0].returncode != 0
   assert elapsed < 120, elapsed
-  # The coordination service names the cause (a task stopped answering).
-  assert "another task died" in err or "unhealthy" in err, err[-3000:]
+  # The cause is named by whichever notices first: the coordination service
+  # (a task stopped sending heartbeats), or gloo's transport, which aborts
+  # when the kill cut a message short (seen once in about 20 runs: "Received
+  # data size doesn't match expected size").
+  causes = ("another task died", "unhealthy", "gloo")
+  messages = [line for line in err.splitlines() if not line.startswith(" ")]
+  assert any(cause in err for cause in causes), "\n".join(messages)[-3000:]
 
 
 def test_single_process_needs_no_runtime(monkeypatch):
