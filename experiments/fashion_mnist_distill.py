@@ -6,7 +6,8 @@
 
 The teacher is a classifier workdir, typically the fine-tuned SimCLR network
 of experiments/fashion_mnist_finetune.py:finetune,FRACTION. A student of the
-same network (the fast CIFAR layout at widths 16-32-64, from scratch) learns
+same network (the fast CIFAR layout at widths 16-32, its 6x6x32 map
+flattened; from scratch) learns
 the teacher's soft labels on all 60,000 training images; their labels are
 not read (`distill.label_weight` 0). FRACTION (default 0.01) is recorded as
 `data.label_fraction`, the labelled subset a positive
@@ -38,7 +39,8 @@ def get_config(arg: str | None = None):
   config.data.std = (0.353,)
   config.data.label_fraction = 0.01 if args.number is None else args.number
   config.model.name = "fast_cifar"  # the network of fashion_mnist_finetune.py
-  config.model.widths = (16, 32, 64)
+  config.model.widths = (16, 32)
+  config.model.pool = "flatten"
   config.model.stem_width = 8
   config.batch_size = 256
   config.augment.crop_padding = 2

@@ -57,7 +57,7 @@ def test_describe_model_names_every_key_of_the_section():
     f"{demo.experiments_dir()}/{demo.PRETRAIN_CONFIG}"
   )
   assert demo.describe_model(config.model) == (
-    "fast_cifar (stem_width=8, widths=(16, 32, 64))"
+    "fast_cifar (pool=flatten, stem_width=8, widths=(16, 32))"
   )
   config.model = type(config.model)({"name": "resnet18", "width": 0.125})
   assert demo.describe_model(config.model) == "resnet18 (width=0.125)"

@@ -3,8 +3,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from jvision import models
+from jvision import configs_io, demo, models
 from jvision.models.fast_cifar import FastCIFARNet, global_max_pool
 
 
@@ -24,7 +25,7 @@ def test_param_count_by_hand():
   assert models.count_params(variables["params"]) == expected
 
 
-def test_param_count_of_the_fashion_mnist_demo_widths():
+def test_param_count_of_widths_16_32_64():
   # stem 2*2*1*8 + 8; convs 9 * (8*16 + 16*16 + 16*32 + 32*32 + 32*64 +
   # 64*64); batch-norm biases 2 * (16 + 32 + 64); head 64 * 10.
   expected = 40 + 9 * 8064 + 224 + 640
@@ -34,6 +35,43 @@ def test_param_count_of_the_fashion_mnist_demo_widths():
   )
   variables = jax.eval_shape(lambda: _init(model, (2, 28, 28, 1))[1])
   assert models.count_params(variables["params"]) == expected
+
+
+def test_param_count_of_the_fashion_mnist_demo_network():
+  # stem 2*2*1*8 + 8; convs 9 * (8*16 + 16*16 + 16*32 + 32*32); batch-norm
+  # biases 2 * (16 + 32); head (6*6*32) * 10 on the flattened 28 -> 27 ->
+  # 13 -> 6 map.
+  expected = 40 + 9 * 1920 + 96 + 1152 * 10
+  assert expected == 28_936
+  config = configs_io.load_config_file(
+    f"{demo.experiments_dir()}/{demo.PRETRAIN_CONFIG}"
+  )
+  model = models.create_model(
+    config.model.name, num_classes=10, **models.config_kwargs(config.model)
+  )
+  variables = jax.eval_shape(lambda: _init(model, (2, 28, 28, 1))[1])
+  assert models.count_params(variables["params"]) == expected
+
+
+def test_flattened_features_are_the_last_map():
+  x, variables = _init(FastCIFARNet(widths=(4, 8), pool="flatten"))
+  net = FastCIFARNet(num_classes=0, widths=(4, 8), pool="flatten")
+  features, state = net.apply(
+    variables, x, train=False, capture_intermediates=True
+  )
+  # The last map: GELU of the last batch norm's output, 32 -> 31 -> 15 -> 7.
+  last = jax.nn.gelu(state["intermediates"]["block2_bn2"]["__call__"][0])
+  assert last.shape == (2, 7, 7, 8) and features.shape == (2, 7 * 7 * 8)
+  np.testing.assert_array_equal(features, last.reshape(2, -1))
+  pooled = FastCIFARNet(num_classes=0, widths=(4, 8)).apply(
+    variables, x, train=False
+  )
+  np.testing.assert_allclose(pooled, last.max(axis=(1, 2)), rtol=1e-6)
+
+
+def test_an_unknown_pool_names_the_value_and_the_choices():
+  with pytest.raises(ValueError, match=r"model.pool='mean'.*'max', 'flatten'"):
+    _init(FastCIFARNet(pool="mean"))
 
 
 def test_batch_norms_have_no_scale_and_the_head_no_bias():
