@@ -17,10 +17,12 @@ widths 16-32 with an 8-channel stem, so a 28x28 image runs its blocks at
 features (73,480 parameters): the kNN monitor read 81.7% from its block-2
 map and 77.9% from its features, so the last block and the global pool
 were throwing away where things are on these centred garments. Without
-them the kNN monitor is 2 points higher, above centred pixels, the linear
-probe 4-5 points, and pretraining takes 0.85x the time; the fine-tune and
-student are where they were and supervised training from scratch is
-lower at 10% labels (benchmarks/NOTES.md, 2026-12-04). Before 2026-12-02
+them, over 3 seeds, the kNN monitor is 2.5 points higher (80.2 against
+77.7%, above centred pixels' 80.1), the linear probe 5.7 points at 1%
+labels and 6.9 at 10%, and pretraining takes 0.8-0.85x the time; the
+fine-tune and the student are where they were, and supervised training
+from scratch is 1.2 points lower at 1% and 1.6 at 10% (benchmarks/NOTES.md,
+2026-12-04). Before 2026-12-02
 it was a 1/8-width ResNet-18 (8-16-32-64 channels, stride-2 stem; 176,258
 parameters): at the same 3 epochs the three-block network's kNN monitor
 was 1.4 points higher (77.7 against 76.3% over 3 seeds) and the fine-tune,
@@ -50,8 +52,8 @@ fine-tuned and distilled as well in a 1-seed pilot but lost 3 points of
 kNN at 28x28 (benchmarks/NOTES.md).
 
 Arguments (comma-separated):
-  (none)    the demo's pretraining: 3 epochs, about 5 minutes on a 2-core
-            AVX2 VM, 6.3 on a slower one (benchmarks/NOTES.md).
+  (none)    the demo's pretraining: 3 epochs, about 3.3 minutes on a
+            2-core AVX-512 EPYC VM (benchmarks/NOTES.md, 2026-12-04).
   long      30 epochs for the reported "longer run".
   epochs=N  N epochs.
   runlocal  a one-minute check on 100 images per class.

@@ -201,8 +201,8 @@ def _test_report(config, workdir: str) -> dict | None:
 
 def describe_model(section) -> str:
   """A config's `model` section in words: its name, then its other keys
-  (`models.config_kwargs`), e.g. "fast_cifar (stem_width=8, widths=(16,
-  32, 64))"."""
+  (`models.config_kwargs`), e.g. "fast_cifar (pool=flatten, stem_width=8,
+  widths=(16, 32))"."""
   kwargs = models.config_kwargs(section)
   fields = ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
   return f"{section.name} ({fields})" if fields else section.name

@@ -141,7 +141,7 @@ def test_a_dead_process_stops_the_other(config_file, tmp_path):
   assert elapsed < 120, elapsed
   # The cause is named by whichever notices first: the coordination service
   # (a task stopped sending heartbeats), or gloo's transport, which aborts
-  # when the kill cut a message short (seen once in about 20 runs: "Received
+  # when the kill cut a message short (seen once in 26 local runs: "Received
   # data size doesn't match expected size").
   causes = ("another task died", "unhealthy", "gloo")
   messages = [line for line in err.splitlines() if not line.startswith(" ")]

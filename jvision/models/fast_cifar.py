@@ -22,9 +22,9 @@ last 6x6x32 map flattened (`pool="flatten"`: 1,152-dim features, 28,936
 parameters on 28x28 grey images) it is the network of the Fashion-MNIST
 demo (experiments/fashion_mnist_simclr.py and its fine-tune and
 distillation recipes): on centred garments where a feature sits says as
-much as what it is, and SimCLR's kNN monitor read 80.3% from that map
-against 77.9% from the max-pooled 64 features of widths 16-32-64
-(benchmarks/NOTES.md, 2026-12-04).
+much as what it is, and SimCLR's kNN monitor read 80.2% from that map
+against 77.7% from the max-pooled 64 features of widths 16-32-64 (means
+of 3 seeds; benchmarks/NOTES.md, 2026-12-04).
 """
 
 from __future__ import annotations
