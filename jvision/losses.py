@@ -117,6 +117,7 @@ def nt_xent(
   z1: jnp.ndarray,
   z2: jnp.ndarray,
   temperature: float,
+  decoupled: bool = False,
   axis_name: str | None = None,
 ) -> jnp.ndarray:
   """SimCLR's normalized temperature-scaled cross-entropy (NT-Xent).
@@ -125,7 +126,11 @@ def nt_xent(
   Each of the 2N views is an anchor whose positive is the other view of its
   image and whose negatives are the remaining 2N - 2 views; the loss is the
   softmax cross-entropy of the cosine similarities / temperature, averaged
-  over the 2N anchors (Chen et al. 2020, eq. 1).
+  over the 2N anchors (Chen et al. 2020, eq. 1). With `decoupled` the
+  positive is left out of each anchor's denominator (Yeh et al. 2022,
+  "Decoupled Contrastive Learning"): -s_pos / tau + logsumexp over the
+  negatives alone, so a well-matched pair no longer shrinks the gradient
+  of its negatives.
 
   Without `axis_name` the batch is global: under `jax.jit` with the batch
   sharded over a mesh (`jvision.parallel.jit_data_parallel`) XLA gathers the
@@ -146,6 +151,7 @@ def nt_xent(
       device with `axis_name`).
     z2: [N, D] projections of the second views, paired row by row with z1.
     temperature: positive softmax temperature tau.
+    decoupled: leave the positive out of the denominator (DCL).
     axis_name: name of the mapped device axis to gather negatives over, or
       None for a global batch.
 
@@ -182,7 +188,14 @@ def nt_xent(
   positive_index = jnp.concatenate([image + num_global, image])  # [2n]
   is_self = self_index[:, None] == jnp.arange(2 * num_global)  # [2n, 2N]
   logits = jnp.where(is_self, _SELF_LOGIT, logits)  # [2n, 2N]
-  loss = softmax_cross_entropy(logits=logits, labels=positive_index)
+  if decoupled:
+    is_positive = positive_index[:, None] == jnp.arange(2 * num_global)
+    positive = jnp.sum(jnp.where(is_positive, logits, 0.0), axis=-1)  # [2n]
+    negatives = jnp.where(is_positive, _SELF_LOGIT, logits)  # [2n, 2N]
+    per_anchor = jax.nn.logsumexp(negatives, axis=-1) - positive  # [2n]
+    loss = jnp.mean(per_anchor)
+  else:
+    loss = softmax_cross_entropy(logits=logits, labels=positive_index)
   if axis_name is not None:
     loss = jax.lax.pmean(loss, axis_name)
   return loss

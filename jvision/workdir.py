@@ -162,6 +162,7 @@ ADDED_KEYS = {
   "knn.monitor_splits": ["train", "test"],
   "data.channel_order": "rgb",
   "finetune.init_head": False,
+  "simclr.decoupled": False,
 }
 
 

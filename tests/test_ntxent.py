@@ -27,8 +27,9 @@ def _projections(n, d, seed=0):
   return z1, z2
 
 
-def _reference_nt_xent(z1, z2, temperature):
-  """Float64 NumPy NT-Xent with an explicit loop over the 2N anchors."""
+def _reference_nt_xent(z1, z2, temperature, decoupled=False):
+  """Float64 NumPy NT-Xent with an explicit loop over the 2N anchors (with
+  `decoupled`, the positive is left out of each denominator: DCL)."""
   views = np.concatenate([z1, z2]).astype(np.float64)  # [2N, D]
   views /= np.linalg.norm(views, axis=1, keepdims=True)
   num_views = len(views)
@@ -37,6 +38,8 @@ def _reference_nt_xent(z1, z2, temperature):
   for anchor in range(num_views):
     positive = (anchor + num_images) % num_views
     others = [k for k in range(num_views) if k != anchor]
+    if decoupled:
+      others.remove(positive)
     logits = np.array([views[anchor] @ views[k] for k in others]) / temperature
     log_denominator = np.logaddexp.reduce(logits)
     positive_logit = views[anchor] @ views[positive] / temperature
@@ -44,9 +47,13 @@ def _reference_nt_xent(z1, z2, temperature):
   return total / num_views
 
 
-def _loss(z1, z2, temperature=0.5, axis_name=None):
+def _loss(z1, z2, temperature=0.5, axis_name=None, decoupled=False):
   return losses.nt_xent(
-    z1=z1, z2=z2, temperature=temperature, axis_name=axis_name
+    z1=z1,
+    z2=z2,
+    temperature=temperature,
+    decoupled=decoupled,
+    axis_name=axis_name,
   )
 
 
@@ -94,6 +101,50 @@ def test_hand_computed_orthogonal_views():
   np.testing.assert_allclose(
     _loss(z1, z2[::-1], 0.5), math.log(2.0 + math.exp(2.0)), rtol=1e-6
   )
+
+
+@pytest.mark.parametrize("temperature", [0.1, 1.0])
+def test_decoupled_matches_float64_loop_reference(temperature):
+  z1, z2 = _projections(7, 4, seed=10)
+  loss = _loss(z1, z2, temperature, decoupled=True)
+  np.testing.assert_allclose(
+    loss, _reference_nt_xent(z1, z2, temperature, decoupled=True), rtol=1e-5
+  )
+  # Without the positive in the denominator the loss is lower: the
+  # coupled loss is the decoupled one plus log(1 + p / sum of negatives).
+  assert loss < _loss(z1, z2, temperature)
+
+
+def test_decoupled_hand_computed_orthogonal_views():
+  # Views e1, e2, e1, e2 as above: anchor e1's negatives are two e2 (cos 0)
+  # and its positive is e1 (cos 1), so with t = 0.5 its loss is
+  # log(e^0 + e^0) - 2 = log 2 - 2; it can go below zero, unlike NT-Xent.
+  z1 = jnp.array([[3.0, 0.0], [0.0, 1.0]])
+  z2 = jnp.array([[0.5, 0.0], [0.0, 2.0]])
+  np.testing.assert_allclose(
+    _loss(z1, z2, 0.5, decoupled=True), math.log(2.0) - 2.0, rtol=1e-6
+  )
+
+
+def test_decoupled_shard_map_equals_single_device():
+  z1, z2 = _projections(16, 8, seed=11)
+  single = functools.partial(_loss, temperature=0.2, decoupled=True)
+  expected_loss, expected_grads = jax.value_and_grad(single, argnums=(0, 1))(
+    z1, z2
+  )
+  mesh = parallel.create_mesh()
+  sharded = PartitionSpec(parallel.DATA_AXIS)
+  per_device = functools.partial(single, axis_name=parallel.DATA_AXIS)
+  mapped = jax.shard_map(
+    jax.value_and_grad(per_device, argnums=(0, 1)),
+    mesh=mesh,
+    in_specs=(sharded, sharded),
+    out_specs=(PartitionSpec(), (sharded, sharded)),
+  )
+  loss, grads = jax.jit(mapped)(z1, z2)
+  np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
+  for grad, expected in zip(grads, expected_grads, strict=True):
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-7)
 
 
 def test_bfloat16_inputs_are_computed_in_float32():

@@ -367,6 +367,17 @@ def test_keys_added_later_resume_at_their_old_meaning():
   ]
 
 
+def test_a_simclr_run_recorded_before_decoupled_resumes():
+  new = defaults.simclr_config().to_dict()
+  old = {**new, "simclr": dict(new["simclr"])}
+  del old["simclr"]["decoupled"]
+  assert workdir.config_differences(old, new) == []
+  new["simclr"]["decoupled"] = True
+  assert workdir.config_differences(old, new) == [
+    "simclr.decoupled: False -> True"
+  ]
+
+
 def test_differences_name_nested_keys():
   old = defaults.supervised_config().to_dict()
   new = defaults.supervised_config().to_dict()

@@ -155,6 +155,8 @@ def simclr_config() -> ml_collections.ConfigDict:
       "proj_hidden_dims": (512,),
       "proj_dim": 128,
       "probe_weight": 1.0,  # online linear probe on stop-gradient features
+      # Leave the positive out of NT-Xent's denominator (DCL, Yeh et al.).
+      "decoupled": False,
     }
   )
   config.knn = ml_collections.ConfigDict(

@@ -52,6 +52,7 @@ def train_step(
   views,
   temperature: float,
   probe_weight: float,
+  decoupled: bool = False,
   axis_name: str | None = None,
 ):
   """One SimCLR step on a global batch (or, under pmap, its slice).
@@ -63,6 +64,7 @@ def train_step(
     learning_rate_fn: step -> learning rate (for logging).
     views: (uint8 images, key) -> two float32 [B, H, W, C] views.
     temperature: NT-Xent temperature.
+    decoupled: NT-Xent without the positive in its denominator (DCL).
     probe_weight: weight of the probe's cross-entropy in the total loss.
     axis_name: the pmap axis: NT-Xent gathers its negatives over it,
       gradients, metrics and batch statistics are averaged over it, and the
@@ -88,7 +90,11 @@ def train_step(
     )
     z1, z2 = jnp.split(out["projection"], 2)  # [B, D] each
     contrastive = losses.nt_xent(
-      z1=z1, z2=z2, temperature=temperature, axis_name=axis_name
+      z1=z1,
+      z2=z2,
+      temperature=temperature,
+      decoupled=decoupled,
+      axis_name=axis_name,
     )
     probe = losses.softmax_cross_entropy(
       logits=out["probe_logits"], labels=labels
@@ -324,6 +330,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     views=views,
     temperature=config.simclr.temperature,
     probe_weight=probe_weight,
+    decoupled=config.simclr.decoupled,
   )
   normalize = functools.partial(
     augment.normalize, **augment.preprocessing(config.data)
