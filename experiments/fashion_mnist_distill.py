@@ -15,7 +15,8 @@ not read (`distill.label_weight` 0). FRACTION (default 0.01) is recorded as
 seeded subset the teacher was fine-tuned on). The argument is
 `[FRACTION][,epochs=N][,runlocal]`: N epochs of the 60,000 images (default
 2: in 3-epoch pilots of the ResNet the student gained 0.6-0.8 points over
-its teacher at 1% labels, and 0.99 for this network's seed 0,
+its teacher at 1% labels, and 0.99 for this network's seed 0; a third
+epoch added 0.67 points at rate 0.1 and nothing at 0.4,
 benchmarks/NOTES.md), batch 256, one evaluation on the test split at the
 end. SGD at rate 0.4, the best of 0.1-0.8 (until 2026-12-04 0.1: 0.4 gave
 +0.9 points at 1% labels and +2.0 at 10% over 3 seeds, in the same 2
