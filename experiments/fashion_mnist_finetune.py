@@ -34,8 +34,9 @@ from jvision.train import defaults
 MODES = ("linear", "finetune", "scratch")
 # SGD rates at batch 128, each the best of a sweep over 3 seeds at 1% and
 # 10% labels (benchmarks/NOTES.md, 2026-12-04 later): the network trained
-# from scratch gained 1.9 points at 1% and 2.8 at 10% from 0.05 to 0.4,
-# the fine-tune 0.2 and 0.4 from 0.05 to 0.2.
+# from scratch gained 1.9 points at 1% and 2.8 at 10% from 0.05 to 0.4;
+# the fine-tune 0.2 and 0.4 points from 0.05 to 0.2 (0.4 cost it 1.8 at 1%:
+# the pretrained weights are washed out).
 LEARNING_RATES = {"linear": 0.1, "finetune": 0.2, "scratch": 0.4}
 TRAIN_EXAMPLES = 60_000
 EPOCHS = 20  # passes over the labelled images (at least 600 steps)

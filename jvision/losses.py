@@ -189,7 +189,8 @@ def nt_xent(
   is_self = self_index[:, None] == jnp.arange(2 * num_global)  # [2n, 2N]
   logits = jnp.where(is_self, _SELF_LOGIT, logits)  # [2n, 2N]
   if decoupled:
-    is_positive = positive_index[:, None] == jnp.arange(2 * num_global)
+    candidates_index = jnp.arange(2 * num_global)  # [2N]
+    is_positive = positive_index[:, None] == candidates_index  # [2n, 2N]
     positive = jnp.sum(jnp.where(is_positive, logits, 0.0), axis=-1)  # [2n]
     negatives = jnp.where(is_positive, _SELF_LOGIT, logits)  # [2n, 2N]
     per_anchor = jax.nn.logsumexp(negatives, axis=-1) - positive  # [2n]
