@@ -186,15 +186,15 @@ def nt_xent(
   image = offset + jnp.arange(num_local)  # [n] global image index
   self_index = jnp.concatenate([image, image + num_global])  # [2n]
   positive_index = jnp.concatenate([image + num_global, image])  # [2n]
-  is_self = self_index[:, None] == jnp.arange(2 * num_global)  # [2n, 2N]
+  candidate = jnp.arange(2 * num_global)  # [2N] column index
+  is_self = self_index[:, None] == candidate  # [2n, 2N]
   logits = jnp.where(is_self, _SELF_LOGIT, logits)  # [2n, 2N]
   if decoupled:
-    candidates_index = jnp.arange(2 * num_global)  # [2N]
-    is_positive = positive_index[:, None] == candidates_index  # [2n, 2N]
-    positive = jnp.sum(jnp.where(is_positive, logits, 0.0), axis=-1)  # [2n]
+    # [2n, 1]: each anchor's positive logit, then its negatives alone.
+    positive = jnp.take_along_axis(logits, positive_index[:, None], axis=-1)
+    is_positive = positive_index[:, None] == candidate  # [2n, 2N]
     negatives = jnp.where(is_positive, _SELF_LOGIT, logits)  # [2n, 2N]
-    per_anchor = jax.nn.logsumexp(negatives, axis=-1) - positive  # [2n]
-    loss = jnp.mean(per_anchor)
+    loss = jnp.mean(jax.nn.logsumexp(negatives, axis=-1) - positive[:, 0])
   else:
     loss = softmax_cross_entropy(logits=logits, labels=positive_index)
   if axis_name is not None:
