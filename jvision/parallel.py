@@ -314,7 +314,15 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict:
 
 
 def replicate(tree, mesh: Mesh):
-  """Places a pytree (e.g. the train state) on every device of `mesh`."""
+  """Places a pytree (e.g. the train state) on every device of `mesh`.
+
+  With several processes each passes its own copy of the same values. An
+  array committed to one local device (what Orbax restores, e.g. a
+  distillation teacher) would be a cross-host transfer, which the CPU and
+  GPU backends refuse, so the tree goes through host memory first.
+  """
+  if jax.process_count() > 1:
+    tree = jax.device_get(tree)
   return jax.device_put(tree, replicated(mesh))
 
 

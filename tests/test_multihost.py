@@ -18,17 +18,27 @@ from helpers import tiny_config
 
 def get_config(arg=None):
   # ARG "cnn" or "long" (a run to kill mid-way): the tiny CNN, for tests
-  # of the data and the processes; without ARG a ResNet, whose batch norm
+  # of the data and the processes; "distill": that CNN as the student of
+  # --config.distill.teacher; without ARG a ResNet, whose batch norm
   # statistics are synchronised across the processes.
   steps = 2000 if arg == "long" else 3
   model = "resnet_tiny" if arg is None else "cnn"
-  return tiny_config(
+  config = tiny_config(
     num_train_steps=steps,
     eval_every_steps=steps,
     checkpoint_every_steps=steps,
     log_every_steps=2,
     **{{"model.name": model, "optimizer.schedule": "constant"}},
   )
+  if arg != "distill":
+    return config
+  from jvision.train import defaults
+
+  student = defaults.distill_config()
+  for key in config:
+    student[key] = config[key]
+  student.trainer = "distill"
+  return student
 """
 
 
@@ -119,6 +129,28 @@ def test_streamed_two_processes_equal_one(config_file, tmp_path):
     # about 0.1 by up to 1.5e-6 (1.3e-5 relative) in these runs; the bound
     # is 1e-4 relative, floor 0.1 for tiny tensors such as a head's bias.
     assert np.max(np.abs(a - b)) <= 1e-4 * max(np.max(np.abs(a)), 0.1)
+
+
+@pytest.mark.slow
+def test_distillation_in_two_processes_equals_one(
+  config_file, trained_workdir, tmp_path
+):
+  # The teacher's variables, restored by each process onto its own first
+  # device, are replicated over both processes' devices (this failed as a
+  # cross-host transfer before parallel.replicate went through the host).
+  teacher = f"--config.distill.teacher={trained_workdir}"
+  config = f"{config_file}:distill"
+  single = _train(config, tmp_path / "one", 8, teacher)
+  _, err = single.communicate(timeout=600)
+  assert single.returncode == 0, err[-3000:]
+  processes = _two_processes(config, tmp_path / "two", teacher)
+  outputs = [p.communicate(timeout=600) for p in processes]
+  for p, (_, err) in zip(processes, outputs, strict=True):
+    assert p.returncode == 0, err[-3000:]
+  assert f"distilling {trained_workdir}" in outputs[0][1]
+  one, two = _params(tmp_path / "one"), _params(tmp_path / "two")
+  for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two), strict=True):
+    assert np.max(np.abs(a - b)) <= 1e-5 * max(np.max(np.abs(a)), 0.1)
 
 
 @pytest.mark.slow
