@@ -394,5 +394,13 @@ def plot_label_efficiency(
   finite = [100 * v for v in acc.values() if np.isfinite(v)]
   low = min(finite) if finite else 0.0
   ax.set_ylim(max(0.0, math.floor(low / 10) * 10 - 10), 100)
-  ax.legend(loc="lower right", fontsize=8)
+  # Above the axes, where no bar can be: inside, the legend hid the
+  # tallest group's bars.
+  figure.legend(
+    *ax.get_legend_handles_labels(),
+    loc="outside upper center",
+    ncol=min(len(methods), 2),
+    fontsize=8,
+    frameon=False,
+  )
   return _save(figure, path, dpi)
