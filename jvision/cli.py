@@ -374,11 +374,73 @@ def _unknown_override_message(argv) -> str | None:
   return "\n".join(lines) or None
 
 
+# The config flags whose keys `--FLAG.KEY=None` can unset.
+NULLABLE_FLAGS = ("config", "audit")
+
+
+def none_overrides(argv) -> tuple[list[str], list[tuple[str, str]]]:
+  """(argv without its `--config.KEY=None` and `--audit.KEY=None`, those
+  overrides as (flag, KEY) in argv's order).
+
+  ml_collections parses an override with its key's type: None fails for
+  an int key (e.g. a runlocal recipe's `data.max_per_class`) and is the
+  string "None" for a str key (a path "None"). The CLI takes these out and
+  sets the keys to None itself (`unset_keys`).
+  """
+  kept, unset, args = [], [], list(argv)
+  while args:
+    arg = args.pop(0)
+    name, equals, value = arg.partition("=")
+    flag, dot, key = name.removeprefix("--").partition(".")
+    if not (name.startswith("--") and flag in NULLABLE_FLAGS and dot and key):
+      kept.append(arg)
+      continue
+    if not equals and args and args[0] == "None":  # `--config.KEY None`
+      value = args.pop(0)
+    if value == "None":
+      unset.append((flag, key))
+    else:
+      kept.append(arg)
+  return kept, unset
+
+
+def unset_keys(configs: dict, unset, kept_argv) -> None:
+  """Sets each (flag, KEY) of `unset` to None in `configs[flag]`.
+
+  Raises:
+    KeyError: the config lacks KEY (the caller adds close-match hints).
+    ValueError: KEY is a section, not a value; the same key is also set
+      to a value in `kept_argv`; or the flag's config was not given.
+  """
+  for flag, key in unset:
+    override = f"--{flag}.{key}"
+    where = f"{override}=None"
+    if any(a == override or a.startswith(f"{override}=") for a in kept_argv):
+      raise ValueError(f"{where}: the key is also given a value; give one")
+    config = configs.get(flag)
+    if config is None:
+      raise ValueError(f"{where} needs --{flag}=FILE before it")
+    node = config
+    *parents, leaf = key.split(".")
+    for part in parents:
+      node = node.get(part) if hasattr(node, "get") else None
+    if not hasattr(node, "get") or leaf not in node:
+      raise KeyError(key)
+    if hasattr(node[leaf], "get"):
+      raise ValueError(f"{where}: {key} is a section; only a value can be None")
+    node[leaf] = None
+
+
 def parse_flags(argv):
-  """absl's parser, with close-match hints for unknown --config.KEY."""
+  """absl's parser, with close-match hints for unknown --config.KEY and
+  `--config.KEY=None` / `--audit.KEY=None` setting the key to None."""
+  kept, unset = none_overrides(argv)
   try:
-    return flags.FLAGS(argv)
-  except (flags.Error, KeyError, AttributeError) as error:
+    rest = flags.FLAGS(kept)
+    configs = {name: flags.FLAGS[name].value for name in NULLABLE_FLAGS}
+    unset_keys(configs, unset, kept)
+    return rest
+  except (flags.Error, KeyError, AttributeError, ValueError) as error:
     message = _unknown_override_message(argv) or str(error)
     print(f"jvision: {message}", file=sys.stderr)
     sys.exit(2)
