@@ -13,7 +13,8 @@ SimCLRv2's path (pretrain, fine-tune, distil) beside the baselines:
    scratch).
 3. Every classifier is evaluated on the 10,000 test images (DIR/<run>/eval/).
 
-It prints a comparison table and writes DIR/summary.json, a list of
+It prints a comparison table, then the best SimCLR method's margin over
+supervised training per label fraction, and writes DIR/summary.json, a list of
 {"method": "simclr_linear" | "simclr_finetune" | "simclr_distill" |
  "supervised", "label_fraction": 0.01, "test_accuracy": 0.0} (one per run),
 and DIR/summary.png. Each run lives in its own sub-workdir and resumes from its
@@ -199,6 +200,31 @@ def _test_report(config, workdir: str) -> dict | None:
   )
 
 
+def pretraining_gains(rows: list[dict]) -> list[str]:
+  """One line per label fraction with a supervised row: the most accurate
+  SimCLR method there and its margin over supervised training from
+  scratch in points (what the pretraining bought), e.g. "1% (600):
+  simclr_distill 83.86%, +0.99 points over supervised (82.87%)"."""
+  acc = {(r["method"], r["label_fraction"]): r["test_accuracy"] for r in rows}
+  lines = []
+  for fraction in sorted({r["label_fraction"] for r in rows}):
+    baseline = acc.get(("supervised", fraction))
+    simclr = [
+      (value, method)
+      for (method, f), value in acc.items()
+      if f == fraction and method.startswith("simclr_")
+    ]
+    if baseline is None or not simclr:
+      continue
+    value, method = max(simclr)
+    lines.append(
+      f"{fraction * 100:g}% ({round(60_000 * fraction)}): {method} "
+      f"{100 * value:.2f}%, {100 * (value - baseline):+.2f} points over "
+      f"supervised ({100 * baseline:.2f}%)"
+    )
+  return lines
+
+
 def describe_model(section) -> str:
   """A config's `model` section in words: its name, then its other keys
   (`models.config_kwargs`), e.g. "fast_cifar (pool=flatten, stem_width=8,
@@ -300,9 +326,12 @@ def run_demo(
     json.dump(rows, f, indent=2)
   plots.plot_label_efficiency(rows, os.path.join(workdir, "summary.png"))
   minutes = (time.perf_counter() - start) / 60
+  gains = "".join(f"  {line}\n" for line in pretraining_gains(rows))
   print(
     f"\nFashion-MNIST test accuracy ({minutes:.1f} min in all):\n"
     f"{format_table(rows)}\n\n"
+    "the best SimCLR method against training from scratch on the same "
+    f"labels:\n{gains}\n"
     f"outputs in {os.path.abspath(workdir)}:\n"
     "  summary.json, summary.png   the table above, as data and as a chart\n"
     "  simclr/                     pretraining: metrics.jsonl (kNN and "

@@ -52,6 +52,21 @@ def test_format_table():
   assert lines[2].split() == ["10%", "(6000)", "0.8500", "-"]
 
 
+def test_pretraining_gains_name_the_best_simclr_method():
+  rows = [
+    {"method": "simclr_linear", "label_fraction": 0.01, "test_accuracy": 0.7},
+    {"method": "simclr_distill", "label_fraction": 0.01, "test_accuracy": 0.8},
+    {"method": "supervised", "label_fraction": 0.01, "test_accuracy": 0.81},
+    {"method": "simclr_finetune", "label_fraction": 0.1, "test_accuracy": 0.9},
+    {"method": "supervised", "label_fraction": 0.1, "test_accuracy": 0.875},
+    {"method": "simclr_linear", "label_fraction": 0.5, "test_accuracy": 0.9},
+  ]
+  assert demo.pretraining_gains(rows) == [
+    "1% (600): simclr_distill 80.00%, -1.00 points over supervised (81.00%)",
+    "10% (6000): simclr_finetune 90.00%, +2.50 points over supervised (87.50%)",
+  ]
+
+
 def test_describe_model_names_every_key_of_the_section():
   config = configs_io.load_config_file(
     f"{demo.experiments_dir()}/{demo.PRETRAIN_CONFIG}"
