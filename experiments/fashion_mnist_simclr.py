@@ -55,8 +55,10 @@ fine-tuned and distilled as well in a 1-seed pilot but lost 3 points of
 kNN at 28x28 (benchmarks/NOTES.md).
 
 Arguments (comma-separated):
-  (none)    the demo's pretraining: 3 epochs, about 3.3 minutes on a
-            2-core AVX-512 EPYC VM (benchmarks/NOTES.md, 2026-12-04).
+  (none)    the demo's pretraining: 3 epochs, 2.8-3.4 minutes on
+            2-core AVX-512 EPYC VMs (benchmarks/NOTES.md, 2026-12-04);
+            9 epochs raised the kNN monitor by 0.9 points and left the
+            distilled student where it was (the "evening" entry).
   long      30 epochs for the reported "longer run".
   epochs=N  N epochs.
   runlocal  a one-minute check on 100 images per class.
