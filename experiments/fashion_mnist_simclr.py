@@ -57,8 +57,8 @@ kNN at 28x28 (benchmarks/NOTES.md).
 Arguments (comma-separated):
   (none)    the demo's pretraining: 3 epochs, 2.8-3.4 minutes on
             2-core AVX-512 EPYC VMs (benchmarks/NOTES.md, 2026-12-04);
-            9 epochs raised the kNN monitor by 0.9 points and left the
-            distilled student where it was (the "evening" entry).
+            9 epochs raised the kNN monitor by 1.0-1.2 points and the
+            distilled student by 0.18 (2 seeds; the "evening" entry).
   long      30 epochs for the reported "longer run".
   epochs=N  N epochs.
   runlocal  a one-minute check on 100 images per class.
