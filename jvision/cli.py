@@ -34,8 +34,10 @@ import os
 import signal
 import sys
 
+import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
+from ml_collections.config_flags import config_path
 
 from jvision import logging_setup, parallel
 from jvision.audit import defaults as audit_defaults
@@ -420,15 +422,13 @@ def unset_keys(configs: dict, unset, kept_argv) -> None:
     config = configs.get(flag)
     if config is None:
       raise ValueError(f"{where} needs --{flag}=FILE before it")
-    node = config
-    *parents, leaf = key.split(".")
-    for part in parents:
-      node = node.get(part) if hasattr(node, "get") else None
-    if not hasattr(node, "get") or leaf not in node:
-      raise KeyError(key)
-    if hasattr(node[leaf], "get"):
+    try:  # config_flags' own dotted-path access
+      value = config_path.get_value(key, config)
+    except KeyError:
+      raise KeyError(key) from None
+    if isinstance(value, ml_collections.ConfigDict):
       raise ValueError(f"{where}: {key} is a section; only a value can be None")
-    node[leaf] = None
+    config_path.set_value(key, config, None)
 
 
 def parse_flags(argv):

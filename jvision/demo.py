@@ -139,11 +139,21 @@ def _start_from(config, source: str):
     config.distill.teacher = source
 
 
+def _accuracies(rows: list[dict]) -> dict:
+  """{(method, label fraction): test accuracy} of summary rows."""
+  return {(r["method"], r["label_fraction"]): r["test_accuracy"] for r in rows}
+
+
+def _labels(fraction: float) -> str:
+  """0.01 -> "1% (600)": a fraction of Fashion-MNIST's training labels."""
+  return f"{fraction * 100:g}% ({round(60_000 * fraction)})"
+
+
 def format_table(rows: list[dict]) -> str:
   """Test accuracy per method (columns) and label fraction (rows)."""
   fractions = sorted({r["label_fraction"] for r in rows})
   methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
-  acc = {(r["method"], r["label_fraction"]): r["test_accuracy"] for r in rows}
+  acc = _accuracies(rows)
   lines = [
     f"{'labels':>14}  " + "  ".join(f"{m:>15}" for m in methods),
   ]
@@ -152,8 +162,7 @@ def format_table(rows: list[dict]) -> str:
     for method in methods:
       value = acc.get((method, fraction))
       cells.append(f"{'-' if value is None else f'{value:.4f}':>15}")
-    label = f"{fraction * 100:g}% ({round(60_000 * fraction)})"
-    lines.append(f"{label:>14}  " + "  ".join(cells))
+    lines.append(f"{_labels(fraction):>14}  " + "  ".join(cells))
   return "\n".join(lines)
 
 
@@ -205,7 +214,7 @@ def pretraining_gains(rows: list[dict]) -> list[str]:
   SimCLR method there and its margin over supervised training from
   scratch in points (what the pretraining bought), e.g. "1% (600):
   simclr_distill 83.86%, +0.99 points over supervised (82.87%)"."""
-  acc = {(r["method"], r["label_fraction"]): r["test_accuracy"] for r in rows}
+  acc = _accuracies(rows)
   lines = []
   for fraction in sorted({r["label_fraction"] for r in rows}):
     baseline = acc.get(("supervised", fraction))
@@ -218,7 +227,7 @@ def pretraining_gains(rows: list[dict]) -> list[str]:
       continue
     value, method = max(simclr)
     lines.append(
-      f"{fraction * 100:g}% ({round(60_000 * fraction)}): {method} "
+      f"{_labels(fraction)}: {method} "
       f"{100 * value:.2f}%, {100 * (value - baseline):+.2f} points over "
       f"supervised ({100 * baseline:.2f}%)"
     )

@@ -97,6 +97,21 @@ def tiny_simclr_config():
   return config
 
 
+def tiny_distill_config(teacher=None, **overrides):
+  """`tiny_config(**overrides)` as the student of `teacher` (a classifier
+  workdir; None leaves `distill.teacher` to the command line)."""
+  from jvision.train import defaults
+
+  config = defaults.distill_config()
+  base = tiny_config(**overrides)
+  for key in base:
+    config[key] = base[key]
+  config.trainer = "distill"
+  if teacher is not None:
+    config.distill.teacher = str(teacher)
+  return config
+
+
 def idx_bytes(array):
   """An MNIST-style IDX file of a uint8 array."""
   import struct

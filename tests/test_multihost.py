@@ -13,7 +13,7 @@ from jvision import checkpoint
 CONFIG = f"""
 import sys
 sys.path.insert(0, {str(REPO / "tests")!r})
-from helpers import tiny_config
+from helpers import tiny_config, tiny_distill_config
 
 
 def get_config(arg=None):
@@ -23,22 +23,14 @@ def get_config(arg=None):
   # statistics are synchronised across the processes.
   steps = 2000 if arg == "long" else 3
   model = "resnet_tiny" if arg is None else "cnn"
-  config = tiny_config(
+  make = tiny_distill_config if arg == "distill" else tiny_config
+  return make(
     num_train_steps=steps,
     eval_every_steps=steps,
     checkpoint_every_steps=steps,
     log_every_steps=2,
     **{{"model.name": model, "optimizer.schedule": "constant"}},
   )
-  if arg != "distill":
-    return config
-  from jvision.train import defaults
-
-  student = defaults.distill_config()
-  for key in config:
-    student[key] = config[key]
-  student.trainer = "distill"
-  return student
 """
 
 

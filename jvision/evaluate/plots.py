@@ -397,7 +397,6 @@ def plot_label_efficiency(
   # Above the axes, where no bar can be: inside, the legend hid the
   # tallest group's bars.
   figure.legend(
-    *ax.get_legend_handles_labels(),
     loc="outside upper center",
     ncol=min(len(methods), 2),
     fontsize=8,

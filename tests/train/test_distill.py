@@ -6,22 +6,16 @@ import json
 import jax
 import numpy as np
 import pytest
-from helpers import tiny_config, write_photo_folder
+from helpers import tiny_config, tiny_distill_config, write_photo_folder
 
 from jvision import checkpoint
 from jvision.data import subsets
 from jvision.evaluate import run as evaluate_run
-from jvision.train import defaults, distill, supervised
+from jvision.train import distill, supervised
 
 
 def _config(teacher, **overrides):
-  config = defaults.distill_config()
-  base = tiny_config(**{"eval_every_steps": 0, **overrides})
-  for key in base:
-    config[key] = base[key]
-  config.trainer = "distill"
-  config.distill.teacher = str(teacher)
-  return config
+  return tiny_distill_config(teacher, **{"eval_every_steps": 0, **overrides})
 
 
 def _params(workdir):
